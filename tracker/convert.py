@@ -368,7 +368,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add ``model convert FACEXMODEL_DIR OUT.npz [--allow-partial]`` and
     ``model fetch [--url URL] [--cache-dir DIR] [--timeout S]``; sets ``func=run``."""
     p = subparsers.add_parser("model", help="convert or download the ICT face model")
-    sub = p.add_subparsers(dest="model_command", metavar="{convert,fetch}", required=True)
+    sub = p.add_subparsers(dest="model_command", required=True)
     c = sub.add_parser("convert", help="convert ICT-FaceKit's FaceXModel/ OBJ folder to npz")
     c.add_argument("facexmodel_dir", help="FaceXModel/ folder (or the unpacked repository)")
     c.add_argument("out", help="output .npz")
@@ -379,11 +379,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     f.add_argument("--cache-dir", default=None, help="cache folder (default: ~/.cache/face3d)")
     f.add_argument("--timeout", type=float, default=30.0, help="network timeout, s")
     p.set_defaults(func=run)
+    p.model_subparsers = sub  # type: ignore[attr-defined]  # more `model` commands hang here
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``face3d model …``; prints the written npz path. Errors propagate as Face3dError."""
+    if getattr(args, "model_func", None) is not None:
+        return int(args.model_func(args))
     if args.model_command == "convert":
         out = convert_facekit(args.facexmodel_dir, args.out, allow_partial=args.allow_partial)
     else:

@@ -141,6 +141,8 @@ class FaceResult:
     ``status == "lost"`` means no measurement this frame: ``params`` and ``landmarks`` are ``None``.
     ``confidence`` in [0, 1] summarises the landmark fit (see :func:`tracker.fitting.fit_confidence`);
     ``fit_error`` is the RMS landmark reprojection error in % of the inter-ocular distance.
+    ``identity_rev`` counts identity re-estimations of this face's track (0 = the mean face; it
+    changes only a few times early in a track, then the identity is held).
     """
 
     face_id: int
@@ -149,6 +151,7 @@ class FaceResult:
     params: FaceParams | None = None
     landmarks: Landmarks | None = None
     fit_error: float = float("nan")
+    identity_rev: int = 0
 
 
 @dataclass(frozen=True)

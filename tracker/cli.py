@@ -1,0 +1,208 @@
+"""The ``face3d`` command line.
+
+Every error a user can cause (:class:`tracker.errors.Face3dError`) becomes one line on stderr and
+exit status 1 — no traceback; ``--debug`` shows tracebacks. Ctrl-C exits with 130 after writing the
+rows done so far (``track``). Usage errors exit with 2 (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import Face3dError, InputError
+
+log = logging.getLogger("face3d")
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _add_track_options(p: argparse.ArgumentParser, *, files: bool = True) -> None:
+    p.add_argument("--model", help="face model npz (default: $FACE3D_MODEL, then the user cache)")
+    p.add_argument("--config", help="tracking config TOML (default: configs/track.toml)")
+    p.add_argument("--max-faces", type=int, default=None, help="faces to track (default 1)")
+    p.add_argument("--fov", type=float, default=None,
+                   help="field of view in degrees along the longer image side (default 50)")
+    p.add_argument("--focal", type=float, default=None,
+                   help="focal length in (square) pixels; overrides --fov")
+    if files:
+        p.add_argument("--smooth", choices=("offline", "live", "none"), default=None,
+                       help="temporal smoothing (default: offline for files)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="face3d", description="Real-time 3D face tracking from RGB video.")
+    ap.add_argument("--version", action="version", version=f"face3d {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("track", help="track a video or image into a CSV of face coefficients")
+    t.add_argument("input", help="video file, image, URL, or webcam[:N]")
+    t.add_argument("--csv", required=True, help="output CSV (a sidecar OUT.csv.json is written too)")
+    t.add_argument("--landmarks", action="store_true", help="add projected ICT 68-point columns")
+    t.add_argument("--arkit", action="store_true", help="add ARKit-52 weight columns")
+    t.add_argument("--format", choices=("face3d", "livelink"), default="face3d",
+                   help="CSV layout (livelink: Live Link Face columns)")
+    t.add_argument("--overlay", help="also write an overlay video (H.264 MP4)")
+    t.add_argument("--overlay-mode", choices=("shaded", "wire", "points"), default="shaded")
+    t.add_argument("--allow-truncated", action="store_true",
+                   help="write the frames of a truncated file instead of failing")
+    _add_track_options(t)
+    t.set_defaults(func=cmd_track)
+
+    d = sub.add_parser("demo", help="track the default input (first shared video, else a synthetic clip)")
+    d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    d.add_argument("--input", help="track this file instead of the default")
+    d.set_defaults(func=cmd_demo)
+
+    from . import convert
+    mp = convert.add_parser(sub)
+    c = mp.model_subparsers.add_parser(  # type: ignore[attr-defined]
+        "correspondence", help="rebuild the MediaPipe↔ICT correspondence tables")
+    c.add_argument("--canonical", required=False,
+                   help="MediaPipe canonical_face_model.obj (default: beside $FACE3D_MODEL's shared folder)")
+    c.add_argument("--model", help="face model npz")
+    c.add_argument("--out-dir", default=None, help="where to write the tables (default: the package data)")
+    c.set_defaults(model_func=cmd_correspondence)
+
+    for mod in _optional_commands():
+        mod.add_parser(sub)
+    return ap
+
+
+def _optional_commands() -> list[object]:
+    """Command modules added as their issues land (each has add_parser/run)."""
+    import importlib
+
+    mods = []
+    for name in ("tracker.synth_cli", "tracker.serve", "tracker.batch", "tracker.bench",
+                 "trainer.cli"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == name or name.startswith(e.name + ".")):
+                continue
+            raise
+    return mods
+
+
+def _config(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from .trackconfig import load_track_config
+
+    cfg = load_track_config(getattr(args, "config", None))
+    over = {}
+    if getattr(args, "max_faces", None) is not None:
+        over["max_faces"] = args.max_faces
+    if getattr(args, "fov", None) is not None:
+        over["fov_deg"] = args.fov
+    if getattr(args, "focal", None) is not None:
+        over["focal_px"] = args.focal
+    if getattr(args, "smooth", None) is not None:
+        over["smooth"] = args.smooth
+    return replace(cfg, **over)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from .facemodel import load_face_model
+    from .track import TrackOutputs, track_video
+
+    if args.max_faces is not None and args.max_faces < 1:
+        raise InputError("--max-faces must be at least 1")
+    model = load_face_model(args.model)
+    cfg = _config(args)
+    out = TrackOutputs(Path(args.csv), args.format, args.landmarks, args.arkit,
+                       Path(args.overlay) if args.overlay else None, args.overlay_mode)
+    summary, results = track_video(args.input, model, cfg, out, allow_truncated=args.allow_truncated)
+    if out.overlay is not None and not summary.interrupted:
+        from .overlay import write_overlay
+        write_overlay(args.input, out.overlay, results, model, cfg, mode=args.overlay_mode)
+    print(summary.line())
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def default_demo_input() -> str | None:
+    """The first video under ``$FACE3D_MEDIA`` (sorted), else ``None``."""
+    media = os.environ.get("FACE3D_MEDIA")
+    if media and Path(media).is_dir():
+        vids = sorted(p for p in Path(media).rglob("*") if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm"))
+        if vids:
+            return str(vids[0])
+    return None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .facemodel import load_face_model
+    from .track import TrackOutputs, track_video
+
+    out_dir = Path(args.out)
+    inp = args.input or default_demo_input()
+    if inp is None:
+        try:
+            from .synth import render_demo_clip  # the renderer issue's synthetic clip
+        except ModuleNotFoundError:
+            render_demo_clip = None
+        if render_demo_clip is not None:
+            inp = str(render_demo_clip(out_dir / "synthetic.mp4", load_face_model(None)))
+        elif sys.stdin.isatty():
+            inp = input("No FACE3D_MEDIA video found. Path of a video to track: ").strip()
+        else:
+            raise InputError("no demo input: set FACE3D_MEDIA to a folder of videos or pass --input FILE")
+    model = load_face_model(None)
+    cfg = _config(args)
+    csv_path = out_dir / (Path(inp).stem + ".csv")
+    print(f"face3d demo: tracking {inp}")
+    summary, _ = track_video(inp, model, cfg, TrackOutputs(csv_path, landmarks=True))
+    print(summary.line())
+    print(f"columns and conventions: {csv_path}.json")
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def cmd_correspondence(args: argparse.Namespace) -> int:
+    from .correspondence import (TABLE_ICT68_ON_MP, TABLE_MP_TO_ICT, build_correspondence,
+                                 write_tables)
+    from .facemodel import load_face_model, resolve_model_path
+
+    model = load_face_model(args.model)
+    canon = args.canonical
+    if canon is None:
+        canon = resolve_model_path(args.model).parents[1] / "mediapipe" / "canonical_face_model.obj"
+    corr, mp68, rep = build_correspondence(model, canon)
+    out_dir = Path(args.out_dir) if args.out_dir else TABLE_MP_TO_ICT.parent
+    comment = ("Built by: face3d model correspondence (tracker/correspondence.py)\n"
+               f"Inputs: {Path(canon).name}, ICT-FaceKit {model.version}\n"
+               + "Fit: " + ", ".join(f"{k}={v:.3f}" for k, v in rep.items()))
+    write_tables(corr, mp68, comment, out_dir / TABLE_MP_TO_ICT.name, out_dir / TABLE_ICT68_ON_MP.name)
+    for k, v in rep.items():
+        print(f"{k}: {v:.3f}")
+    print(f"wrote {out_dir / TABLE_MP_TO_ICT.name} and {out_dir / TABLE_ICT68_ON_MP.name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="face3d: %(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except Face3dError as e:
+        if args.debug:
+            raise
+        print(f"face3d: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("face3d: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Landmark fitting: head pose, expression and identity from MediaPipe's 2D landmarks.
+
+Model (see :mod:`tracker.facemodel` for conventions): a MediaPipe point ``j`` sits at the ICT
+surface point ``x_j(α, e) = m_j + B_j α + E_j e`` (metres, model space), which the camera sees at
+``X_j = R x_j + t`` and projects with :func:`tracker.camera.project`.
+
+Per frame, :func:`fit_frame` minimises over the rotation ``R`` (left increments ``exp([δ]x) R``),
+the translation ``t`` and the expression weights ``e ∈ [0, 1]^E`` (eye-gaze weights excluded; they
+come from :mod:`tracker.gaze`)::
+
+    Σ_j w_j ‖(π(X_j) − u_j) / (σ · iod)‖²  +  λ_e Σ_k e_k²  +  λ_t Σ_k (e_k − e_prev,k)²
+
+with a few projected Gauss-Newton / Levenberg-Marquardt steps, warm-started from the previous
+frame. Residuals are in units of ``σ`` × the inter-ocular distance, so the weights do not depend on
+the image resolution. Bounds are handled with an active set: a weight at 0 (or 1) whose gradient
+pushes it outward is held there for the step.
+
+Identity (:func:`fit_identity`) is a linear Gauss-Newton problem over several frames with their
+poses and expressions held, with the N(0, 1) prior weighted by ``λ_id``; the tracker alternates it
+with per-frame refits over the first frames of a track and then holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .correspondence import Correspondence
+from .facemodel import FaceModel
+from .rotation import matrix_to_quat, quat_to_matrix, rotvec_to_matrix
+from .types import Camera, FaceParams
+
+GAZE_NAMES = ("eyeLookDown_L", "eyeLookDown_R", "eyeLookIn_L", "eyeLookIn_R", "eyeLookOut_L",
+              "eyeLookOut_R", "eyeLookUp_L", "eyeLookUp_R")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Fitting parameters (``configs/track.toml`` section ``[fit]``).
+
+    ``sigma``: landmark noise as a fraction of the inter-ocular distance (residual unit).
+    ``expr_prior``/``expr_temporal``: λ_e and λ_t above; ``id_prior``: weight of the N(0, 1)
+    identity prior per frame used. ``iterations`` per tracked frame, ``init_iterations`` for the
+    first frame of a track. ``weight_*``: per-group landmark weights (``oval`` slides with pose and
+    is off by default).
+    """
+
+    sigma: float = 0.01
+    iterations: int = 3
+    init_iterations: int = 12
+    damping: float = 1e-3
+    expr_prior: float = 0.5
+    expr_temporal: float = 0.0
+    id_prior: float = 2.0
+    id_frames: int = 40
+    id_rounds: int = 3
+    weight_surface: float = 1.0
+    weight_eye_lid: float = 2.0
+    weight_lips_inner: float = 2.0
+    weight_lips_outer: float = 1.5
+    weight_brow: float = 1.0
+    weight_oval: float = 0.0
+
+
+@dataclass(frozen=True)
+class FitBasis:
+    """The model sampled at the fitted MediaPipe points, float64.
+
+    ``mp_index (P,)``; ``mean (P, 3)`` neutral points (metres); ``id_basis (I, P, 3)``;
+    ``exp_basis (P, 3, E)`` (last axis expression, for batched matmul); ``weights (P,)``;
+    ``free_expr (E,) bool`` — expression weights fitted to landmarks (all but gaze).
+    """
+
+    mp_index: np.ndarray
+    mean: np.ndarray
+    id_basis: np.ndarray
+    exp_basis: np.ndarray
+    weights: np.ndarray
+    free_expr: np.ndarray
+    exp_names: tuple[str, ...]
+
+
+def make_fit_basis(model: FaceModel, corr: Correspondence, cfg: FitConfig) -> FitBasis:
+    """Sample the model at the correspondence points and attach group weights."""
+    gw = {"surface": cfg.weight_surface, "eye_lid": cfg.weight_eye_lid,
+          "lips_inner": cfg.weight_lips_inner, "lips_outer": cfg.weight_lips_outer,
+          "brow": cfg.weight_brow, "oval": cfg.weight_oval}
+    w = np.array([gw.get(g, 1.0) for g in corr.group], np.float64)
+    keep = w > 0
+    c = corr.select(keep)
+    w = w[keep]
+    mean = c.points(model.neutral.astype(np.float64))
+    idb = c.points(model.id_basis)  # (I, P, 3)
+    exb = np.ascontiguousarray(np.moveaxis(c.points(model.exp_basis), 0, -1))  # (P, 3, E)
+    free = np.array([n not in GAZE_NAMES for n in model.exp_names])
+    return FitBasis(c.mp_index, mean.astype(np.float64), idb.astype(np.float64),
+                    exb.astype(np.float64), w, free, model.exp_names)
+
+
+def identity_points(basis: FitBasis, identity: np.ndarray | None) -> np.ndarray:
+    """Neutral points ``(P, 3)`` of a given identity."""
+    if identity is None:
+        return basis.mean
+    return basis.mean + np.tensordot(np.asarray(identity, np.float64), basis.id_basis, axes=1)
+
+
+def _project(cam: Camera, xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels ``(P, 2)`` and the projection Jacobian ``(P, 2, 3)`` of camera points ``(P, 3)``."""
+    iz = 1.0 / -xc[:, 2]
+    u = cam.cx + cam.fx * xc[:, 0] * iz
+    v = cam.cy - cam.fy * xc[:, 1] * iz
+    j = np.zeros((len(xc), 2, 3))
+    j[:, 0, 0] = cam.fx * iz
+    j[:, 0, 2] = cam.fx * xc[:, 0] * iz * iz
+    j[:, 1, 1] = -cam.fy * iz
+    j[:, 1, 2] = -cam.fy * xc[:, 1] * iz * iz
+    return np.stack([u, v], 1), j
+
+
+def rigid_init(cam: Camera, model_pts: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rough pose ``(R (3, 3), t (3,))`` from 2D-3D points with OpenCV's EPnP + refinement.
+
+    OpenCV's camera has y down and looks down +z; ours (OpenGL) is ``D = diag(1, -1, -1)`` of it.
+    """
+    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], np.float64)
+    ok, rvec, tvec = cv2.solvePnP(model_pts.astype(np.float64), uv.astype(np.float64), k, None,
+                                  flags=cv2.SOLVEPNP_EPNP)
+    if ok:
+        ok, rvec, tvec = cv2.solvePnP(model_pts.astype(np.float64), uv.astype(np.float64), k, None,
+                                      rvec, tvec, useExtrinsicGuess=True,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+    d = np.diag([1.0, -1.0, -1.0])
+    if not ok or tvec[2, 0] <= 0:
+        # Fallback: frontal face at a depth matching its pixel size.
+        span = np.ptp(uv[:, 0]) / cam.fx
+        depth = np.ptp(model_pts[:, 0]) / max(span, 1e-6)
+        return np.eye(3), np.array([0.0, 0.0, -depth])
+    r_cv = cv2.Rodrigues(rvec)[0]
+    return d @ r_cv, (d @ tvec).ravel()
+
+
+@dataclass(frozen=True)
+class FrameFit:
+    """Result of :func:`fit_frame`: pose, expression and the residual RMS (% of the IOD)."""
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    expression: np.ndarray
+    rms_iod_pct: float
+
+
+def fit_frame(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarray, iod: float,
+              cfg: FitConfig, init: FaceParams | None = None,
+              iterations: int | None = None) -> FrameFit:
+    """Fit pose and free expression weights to ``target (P, 2)`` pixels (rows of ``basis``).
+
+    ``points`` are the identity's neutral points (:func:`identity_points`). ``init`` warm-starts
+    (its gaze weights are held); without it a rigid PnP starts from the neutral face.
+    """
+    ne = basis.exp_basis.shape[2]
+    if init is None:
+        r, t = rigid_init(cam, points, target)
+        e = np.zeros(ne)
+        e_prev = e
+    else:
+        r = quat_to_matrix(init.rotation)
+        t = np.asarray(init.translation, np.float64).copy()
+        e = np.asarray(init.expression, np.float64).copy()
+        e_prev = e.copy()
+    n_it = iterations if iterations is not None else (cfg.init_iterations if init is None else cfg.iterations)
+    free_e = np.flatnonzero(basis.free_expr)
+    sw = np.sqrt(basis.weights) / (cfg.sigma * iod)
+    lam_e = cfg.expr_prior
+    lam_t = cfg.expr_temporal if init is not None else 0.0
+    rms = np.inf
+    for _ in range(n_it):
+        xm = points + basis.exp_basis @ e  # (P, 3)
+        q = xm @ r.T
+        xc = q + t
+        uv, jp = _project(cam, xc)
+        res = ((uv - target) * sw[:, None]).reshape(-1)  # (2P,)
+        a = jp * sw[:, None, None]  # (P, 2, 3)
+        # Pose columns: d X / d δ = -[q]x, d X / d t = I.
+        jrot = np.empty((len(q), 2, 3))
+        jrot[:, :, 0] = a[:, :, 1] * q[:, None, 2] * -1 + a[:, :, 2] * q[:, None, 1]
+        jrot[:, :, 1] = a[:, :, 0] * q[:, None, 2] - a[:, :, 2] * q[:, None, 0]
+        jrot[:, :, 2] = -a[:, :, 0] * q[:, None, 1] + a[:, :, 1] * q[:, None, 0]
+        jexp = np.matmul(a @ r, basis.exp_basis[:, :, free_e])  # (P, 2, Ef)
+        jac = np.concatenate([jrot, a, jexp], axis=2).reshape(2 * len(q), -1)
+        h = jac.T @ jac
+        g = jac.T @ res
+        ef = e[free_e]
+        # priors on the free expression weights
+        idx = np.arange(6, 6 + len(free_e))
+        h[idx, idx] += lam_e + lam_t
+        g[6:] += lam_e * ef + lam_t * (ef - e_prev[free_e])
+        # active set: weights at a bound pushed outward stay there
+        at_lo = (ef <= 0.0) & (g[6:] > 0)
+        at_hi = (ef >= 1.0) & (g[6:] < 0)
+        act = np.concatenate([np.ones(6, bool), ~(at_lo | at_hi)])
+        hh = h[np.ix_(act, act)]
+        hh[np.diag_indices_from(hh)] *= 1.0 + cfg.damping
+        hh[np.diag_indices_from(hh)] += 1e-9
+        step = np.zeros(len(g))
+        step[act] = np.linalg.solve(hh, -g[act])
+        r = rotvec_to_matrix(step[:3]) @ r
+        t = t + step[3:6]
+        e[free_e] = np.clip(ef + step[6:], 0.0, 1.0)
+        rms = float(np.sqrt(np.mean(((uv - target) ** 2).sum(1))) / iod * 100.0)
+    # final residual at the solution
+    xm = points + basis.exp_basis @ e
+    uv, _ = _project(cam, xm @ r.T + t)
+    rms = float(np.sqrt(np.mean(((uv - target) ** 2).sum(1))) / iod * 100.0)
+    return FrameFit(matrix_to_quat(r), t, e.astype(np.float32), rms)
+
+
+def fit_identity(basis: FitBasis, cam: Camera, targets: list[np.ndarray], iods: list[float],
+                 fits: list[FaceParams], cfg: FitConfig,
+                 identity0: np.ndarray | None = None) -> np.ndarray:
+    """Identity ``(I,)`` from several frames with their poses and expressions held (one GN step
+    of a linear-in-α problem, iterated twice for the perspective division)."""
+    ni = basis.id_basis.shape[0]
+    alpha = np.zeros(ni) if identity0 is None else np.asarray(identity0, np.float64).copy()
+    sw0 = np.sqrt(basis.weights)
+    idb = np.moveaxis(basis.id_basis, 0, -1)  # (P, 3, I)
+    for _ in range(2):
+        h = np.eye(ni) * cfg.id_prior * len(targets) ** 0.0
+        g = cfg.id_prior * alpha
+        pts = identity_points(basis, alpha)
+        for tgt, iod, p in zip(targets, iods, fits):
+            r = quat_to_matrix(p.rotation)
+            xm = pts + basis.exp_basis @ np.asarray(p.expression, np.float64)
+            xc = xm @ r.T + p.translation
+            uv, jp = _project(cam, xc)
+            sw = sw0 / (cfg.sigma * iod)
+            res = ((uv - tgt) * sw[:, None]).reshape(-1)
+            a = (jp * sw[:, None, None]) @ r
+            jac = np.matmul(a, idb).reshape(-1, ni)
+            h += jac.T @ jac
+            g += jac.T @ res
+        alpha = alpha - np.linalg.solve(h, g)
+    return alpha.astype(np.float32)

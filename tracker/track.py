@@ -1,0 +1,291 @@
+"""``face3d track``: a recorded video (or image) → CSV + sidecar JSON (and optionally an overlay).
+
+The shell around :class:`tracker.pipeline.FaceTracker`: decoding runs in a background thread
+(PyAV releases the GIL), MediaPipe and fitting in the caller's thread; results are kept per frame,
+revised when a track's identity settles, smoothed (offline, zero-phase, by default for files),
+then written atomically. Ctrl-C stops the loop and writes the rows done so far (a valid CSV); the
+caller then exits with 130.
+
+Decisions for files:
+
+* A truncated file (ends before its container says) is an error by default — the frames that
+  decoded are not written, so a half-transcribed video is never mistaken for a whole one; pass
+  ``allow_truncated=True`` (``--allow-truncated``) to keep them.
+* Landmarks of tracked frames are not kept in memory (10k frames stay small); lmk68 columns are
+  the *projected ICT* points, computed from the final coefficients.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal, TypeVar
+
+import numpy as np
+
+from . import __version__
+from .camera import project, transform
+from .csvout import (CONVENTIONS, AtomicCsv, LIVELINK_COLUMNS, face3d_columns, face3d_row,
+                     livelink_row, write_json_atomic)
+from .errors import InputError
+from .facemodel import FaceModel, vertices
+from .pipeline import FaceTracker, TrackConfig, make_camera
+from .rotation import quat_to_matrix
+from .types import Camera, FaceParams, FaceResult, FrameResult, VideoInfo
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrackOutputs:
+    """What to write. ``fmt``: ``face3d`` (default layout) or ``livelink``."""
+
+    csv: Path
+    fmt: Literal["face3d", "livelink"] = "face3d"
+    landmarks: bool = False
+    arkit: bool = False
+    overlay: Path | None = None
+    overlay_mode: str = "shaded"
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    input: str
+    csv: Path | None
+    frames: int
+    tracked_frames: int
+    faces: int
+    seconds: float
+    interrupted: bool = False
+    truncated: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        pct = 100.0 * self.tracked_frames / self.frames if self.frames else 0.0
+        s = (f"{Path(self.input).name}: {self.frames} frames, face in {self.tracked_frames} "
+             f"({pct:.1f}%), {self.faces} face id(s), {self.fps:.1f} fps")
+        if self.csv:
+            s += f" -> {self.csv}"
+        if self.interrupted:
+            s += " (interrupted: rows done so far)"
+        return s
+
+
+def prefetch(it: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """Iterate ``it`` in a background thread, ``depth`` items ahead; exceptions are re-raised
+    here. Closing the returned generator stops the thread."""
+    q: queue.Queue[tuple[int, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put((0, x), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((1, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put((2, e))
+
+    th = threading.Thread(target=run, name="face3d-decode", daemon=True)
+    th.start()
+    try:
+        while True:
+            kind, x = q.get()
+            if kind == 1:
+                return
+            if kind == 2:
+                raise x  # type: ignore[misc]
+            yield x  # type: ignore[misc]
+    finally:
+        stop.set()
+        th.join(timeout=2.0)
+
+
+def _progress(total: int | None, enabled: bool):  # pragma: no cover - terminal only
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr, leave=False)
+
+
+def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackOutputs | None,
+                *, progress: bool | None = None, allow_truncated: bool = False,
+                on_frame: Callable[[FrameResult], None] | None = None,
+                max_frames: int | None = None) -> tuple[TrackSummary, list[FrameResult]]:
+    """Track a file or image; write ``out`` (if given). Returns the summary and final results.
+
+    Raises :class:`tracker.errors.InputError` for unreadable input (nothing written).
+    KeyboardInterrupt is caught: the rows done so far are written and ``summary.interrupted`` set.
+    """
+    from .sources import open_source
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    src = open_source(input_spec)
+    info = src.info
+    static = info.kind == "image"
+    cam = make_camera(info, cfg)
+    tracker = FaceTracker(model, cam, cfg, sar=info.sar, static_images=static)
+    results: list[FrameResult] = []
+    pos: dict[int, int] = {}
+    interrupted = False
+    bar = _progress(info.n_frames, progress)
+    t0 = time.perf_counter()
+    try:
+        for frame in prefetch(src):
+            fr = tracker.step(frame)
+            # keep memory flat: landmarks are not needed after fitting
+            fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
+            pos[fr.index] = len(results)
+            results.append(fr)
+            for idx, rev in tracker.pop_revisions():
+                _apply_revision(results, pos, idx, rev)
+            if on_frame:
+                on_frame(fr)
+            if bar is not None:
+                bar.update(1)
+            if max_frames is not None and len(results) >= max_frames:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        for idx, rev in tracker.pop_revisions():
+            _apply_revision(results, pos, idx, rev)
+    finally:
+        if bar is not None:
+            bar.close()
+        src.close()
+        tracker.close()
+    seconds = time.perf_counter() - t0
+    if src.truncated and not allow_truncated and not interrupted:
+        raise InputError(f"{input_spec}: file is truncated or damaged after {len(results)} frames "
+                         "(nothing written; --allow-truncated keeps the frames that decode)")
+    if cfg.smooth == "offline" and not static:
+        results = smooth_results(results, model)
+    tracked = sum(1 for r in results if r.faces)
+    face_ids = {f.face_id for r in results for f in r.faces}
+    summary = TrackSummary(input_spec, out.csv if out else None, len(results), tracked,
+                           len(face_ids), seconds, interrupted, src.truncated)
+    if out is not None:
+        write_outputs(out, results, model, cam, info, cfg, summary)
+    return summary, results
+
+
+def _apply_revision(results: list[FrameResult], pos: dict[int, int], idx: int, rev: FaceResult) -> None:
+    k = pos.get(idx)
+    if k is None:
+        return
+    fr = results[k]
+    faces = tuple(replace(rev, landmarks=None) if f.face_id == rev.face_id else f for f in fr.faces)
+    results[k] = replace(fr, faces=faces)
+
+
+def smooth_results(results: list[FrameResult], model: FaceModel) -> list[FrameResult]:
+    """Zero-phase smoothing of each face id's series (lost frames split segments)."""
+    from .smoothing import load_smoothing_config, smooth_offline
+
+    scfg = load_smoothing_config()
+    times = np.array([r.time_s for r in results])
+    ids = sorted({f.face_id for r in results for f in r.faces})
+    new_faces: list[list[FaceResult]] = [list(r.faces) for r in results]
+    for fid in ids:
+        seq: list[FaceParams | None] = []
+        where: list[int | None] = []
+        for r in results:
+            k = next((j for j, f in enumerate(r.faces) if f.face_id == fid), None)
+            where.append(k)
+            seq.append(r.faces[k].params if k is not None else None)
+        sm = smooth_offline(times, seq, scfg.offline)
+        for i, (k, p) in enumerate(zip(where, sm)):
+            if k is not None and p is not None:
+                new_faces[i][k] = replace(new_faces[i][k], params=p)
+    return [replace(r, faces=tuple(f)) for r, f in zip(results, new_faces)]
+
+
+def project_lmk68(model: FaceModel, cam: Camera, p: FaceParams) -> np.ndarray:
+    """The ICT iBUG-68 vertices of ``p`` projected to pixels ``(68, 2)``."""
+    v = vertices(model, p.identity, p.expression, idx=model.lmk68_idx)
+    return project(cam, transform(quat_to_matrix(p.rotation), p.translation, v))
+
+
+def write_outputs(out: TrackOutputs, results: list[FrameResult], model: FaceModel, cam: Camera,
+                  info: VideoInfo, cfg: TrackConfig, summary: TrackSummary) -> None:
+    """CSV + sidecar JSON, each atomically (the JSON is written after the CSV)."""
+    has_light = any(f.params is not None and f.params.lighting is not None
+                    for r in results for f in r.faces)
+    albedo_k = next((f.params.albedo.shape[0] for r in results for f in r.faces
+                     if f.params is not None and f.params.albedo is not None), 0)
+    names = model.exp_names
+    if out.fmt == "livelink":
+        cols = list(LIVELINK_COLUMNS)
+    else:
+        cols = face3d_columns(names, model.n_identity, lighting=has_light, albedo_k=albedo_k,
+                              landmarks=out.landmarks, arkit=out.arkit)
+    w = AtomicCsv(out.csv, cols)
+    try:
+        for r in results:
+            if out.fmt == "livelink":
+                f0 = r.faces[0].params if r.faces else None
+                w.write(livelink_row(r.time_s, info.fps or 30.0, f0, names))
+                continue
+            if not r.faces:
+                w.write(face3d_row(len(cols), r.index, r.time_s, -1, "lost", 0.0, None, names,
+                                   lighting=has_light, albedo_k=albedo_k, landmarks=out.landmarks,
+                                   arkit=out.arkit))
+            for f in r.faces:
+                lmk = project_lmk68(model, cam, f.params) if (out.landmarks and f.params) else None
+                w.write(face3d_row(len(cols), r.index, r.time_s, f.face_id, f.status, f.confidence,
+                                   f.params, names, lmk, lighting=has_light, albedo_k=albedo_k,
+                                   landmarks=out.landmarks, arkit=out.arkit))
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    write_json_atomic(Path(str(out.csv) + ".json"), sidecar(out, cols, model, cam, info, cfg, summary))
+
+
+def sidecar(out: TrackOutputs, cols: list[str], model: FaceModel, cam: Camera, info: VideoInfo,
+            cfg: TrackConfig, summary: TrackSummary) -> dict[str, object]:
+    from dataclasses import asdict
+
+    from .smoothing import load_smoothing_config
+
+    smooth: dict[str, object] = {"mode": cfg.smooth}
+    if cfg.smooth != "none":
+        smooth["settings"] = asdict(load_smoothing_config())
+    return {
+        "tool": {"name": "face3d", "version": __version__},
+        "input": {"path": str(summary.input), "width": info.width, "height": info.height,
+                  "fps": info.fps, "sar": info.sar, "rotation_deg": info.rotation_deg,
+                  "codec": info.codec, "frames": summary.frames},
+        "camera": cam.as_dict(),
+        "model": {"name": model.name, "version": model.version, "path": model.path,
+                  "n_vertices": model.n_vertices, "n_identity": model.n_identity,
+                  "expression_names": list(model.exp_names),
+                  "identity_names": [f"id_{i:03d}" for i in range(model.n_identity)]},
+        "format": out.fmt,
+        "columns": cols,
+        "conventions": CONVENTIONS,
+        "settings": {"max_faces": cfg.max_faces, "fov_deg": cfg.fov_deg, "focal_px": cfg.focal_px,
+                     "smoothing": smooth, "fit": asdict(cfg.fit),
+                     "id_schedule": list(cfg.id_schedule)},
+        "summary": {"frames": summary.frames, "tracked_frames": summary.tracked_frames,
+                    "face_ids": summary.faces, "interrupted": summary.interrupted,
+                    "seconds": round(summary.seconds, 3)},
+    }
