@@ -15,7 +15,7 @@ Where the model comes from, in order: an explicit path, ``$FACE3D_MODEL``, the u
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,9 @@ class FaceModel:
     ``neutral`` ``(V, 3) float32``; ``id_basis`` ``(I, V, 3) float32``; ``exp_basis``
     ``(E, V, 3) float32``; ``faces`` ``(F, 3) int32`` (counter-clockwise seen from outside);
     ``lmk68_idx`` ``(68,)`` iBUG-68 vertex ids (jaw points 0–16 sit on the frontal silhouette).
+    ``kind``: ``"ict"`` (blendshape weights bounded to [``expr_lower``, ``expr_upper``] = [0, 1]) or
+    another model family (e.g. ``"bfm"``, whose PCA expression coefficients are unbounded:
+    ``expr_lower = -inf``); ``extras`` holds family-specific arrays (e.g. a texture basis).
     """
 
     name: str
@@ -68,6 +71,10 @@ class FaceModel:
     jaw_left_idx: np.ndarray
     jaw_right_idx: np.ndarray
     vertex_uv: np.ndarray
+    kind: str = "ict"
+    expr_lower: float = 0.0
+    expr_upper: float = 1.0
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_vertices(self) -> int:

@@ -80,6 +80,8 @@ class FitBasis:
     weights: np.ndarray
     free_expr: np.ndarray
     exp_names: tuple[str, ...]
+    expr_lower: float = 0.0
+    expr_upper: float = 1.0
 
 
 def make_fit_basis(model: FaceModel, corr: Correspondence, cfg: FitConfig) -> FitBasis:
@@ -96,7 +98,8 @@ def make_fit_basis(model: FaceModel, corr: Correspondence, cfg: FitConfig) -> Fi
     exb = np.ascontiguousarray(np.moveaxis(c.points(model.exp_basis), 0, -1))  # (P, 3, E)
     free = np.array([n not in GAZE_NAMES for n in model.exp_names])
     return FitBasis(c.mp_index, mean.astype(np.float64), idb.astype(np.float64),
-                    exb.astype(np.float64), w, free, model.exp_names)
+                    exb.astype(np.float64), w, free, model.exp_names,
+                    model.expr_lower, model.expr_upper)
 
 
 def identity_points(basis: FitBasis, identity: np.ndarray | None) -> np.ndarray:
@@ -197,8 +200,8 @@ def fit_frame(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarr
         h[idx, idx] += lam_e + lam_t
         g[6:] += lam_e * ef + lam_t * (ef - e_prev[free_e])
         # active set: weights at a bound pushed outward stay there
-        at_lo = (ef <= 0.0) & (g[6:] > 0)
-        at_hi = (ef >= 1.0) & (g[6:] < 0)
+        at_lo = (ef <= basis.expr_lower) & (g[6:] > 0)
+        at_hi = (ef >= basis.expr_upper) & (g[6:] < 0)
         act = np.concatenate([np.ones(6, bool), ~(at_lo | at_hi)])
         hh = h[np.ix_(act, act)]
         hh[np.diag_indices_from(hh)] *= 1.0 + cfg.damping
@@ -207,7 +210,7 @@ def fit_frame(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarr
         step[act] = np.linalg.solve(hh, -g[act])
         r = rotvec_to_matrix(step[:3]) @ r
         t = t + step[3:6]
-        e[free_e] = np.clip(ef + step[6:], 0.0, 1.0)
+        e[free_e] = np.clip(ef + step[6:], basis.expr_lower, basis.expr_upper)
         rms = float(np.sqrt(np.mean(((uv - target) ** 2).sum(1))) / iod * 100.0)
     # final residual at the solution
     xm = points + basis.exp_basis @ e
