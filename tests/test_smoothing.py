@@ -382,7 +382,12 @@ def test_offline_validates_and_respects_nyquist():
     with pytest.raises(InputError):
         smooth_offline(t[:-1], ps, CFG)
     with pytest.raises(InputError):
-        smooth_offline(np.r_[t[:10], t[9:29]], ps, CFG)
+        smooth_offline(np.r_[t[:10], np.nan, t[11:]], ps, CFG)
+    dup = np.r_[t[:15], t[14:29]]                      # a repeated timestamp ends a segment
+    split = smooth_offline(dup, ps, CFG)
+    for part in (slice(0, 15), slice(15, 30)):
+        alone = smooth_offline(dup[part], ps[part], CFG)
+        np.testing.assert_array_equal(unpack(split[part])[1], unpack(alone)[1])
     high = OfflineConfig(rotation_cutoff_hz=20.0, translation_cutoff_hz=20.0,
                          expression_cutoff_hz=20.0)                   # above 15 Hz Nyquist
     out = smooth_offline(t, ps, high)

@@ -342,11 +342,16 @@ def _continuous_signs(q: np.ndarray) -> np.ndarray:
 
 
 def _segments(times: np.ndarray, present: np.ndarray, max_gap_s: float) -> list[np.ndarray]:
-    """Index arrays of runs of present frames with no lost frame and no gap > ``max_gap_s``."""
+    """Index arrays of runs of present frames with no lost frame, no gap > ``max_gap_s`` and
+    strictly increasing times (a repeated or backward timestamp also starts a new run)."""
     idx = np.flatnonzero(present)
     if idx.size == 0:
         return []
-    breaks = (np.diff(idx) > 1) | (np.diff(times[idx]) > max_gap_s)
+    dt = np.diff(times[idx])
+    if np.any(dt <= 0):
+        log.warning("smooth_offline: %d non-increasing timestamps; splitting segments there",
+                    int(np.sum(dt <= 0)))
+    breaks = (np.diff(idx) > 1) | (dt > max_gap_s) | (dt <= 0)
     return np.split(idx, np.flatnonzero(breaks) + 1)
 
 
@@ -372,9 +377,10 @@ def smooth_offline(times: np.ndarray, params: Sequence[FaceParams | None],
                    cfg: OfflineConfig | SmoothingConfig | None = None) -> list[FaceParams | None]:
     """Zero-phase smoothing of one face track (see the module docstring for the scheme).
 
-    ``times``: ``(N,)`` strictly increasing seconds; ``params``: N entries, ``None`` for frames
-    where the face was lost (they stay ``None``). Raises :class:`InputError` when the lengths
-    differ or the times are not finite and strictly increasing.
+    ``times``: ``(N,)`` seconds, normally strictly increasing (a repeated or backward timestamp,
+    as in a damaged file, ends a segment and logs a warning); ``params``: N entries, ``None`` for
+    frames where the face was lost (they stay ``None``). Raises :class:`InputError` when the
+    lengths differ or a time is not finite.
     """
     if cfg is None:
         cfg = load_smoothing_config()
@@ -383,8 +389,8 @@ def smooth_offline(times: np.ndarray, params: Sequence[FaceParams | None],
     times = np.asarray(times, np.float64).reshape(-1)
     if len(times) != len(params):
         raise InputError(f"smooth_offline: {len(times)} times for {len(params)} frames")
-    if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
-        raise InputError("smooth_offline: times must be finite and strictly increasing")
+    if not np.all(np.isfinite(times)):
+        raise InputError("smooth_offline: times must be finite")
     out: list[FaceParams | None] = list(params)
     present = np.array([p is not None for p in params], bool)
     for seg in _segments(times, present, cfg.max_gap_s):
