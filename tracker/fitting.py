@@ -160,24 +160,48 @@ def fit_frame(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarr
     """Fit pose and free expression weights to ``target (P, 2)`` pixels (rows of ``basis``).
 
     ``points`` are the identity's neutral points (:func:`identity_points`). ``init`` warm-starts
-    (its gaze weights are held); without it a rigid PnP starts from the neutral face.
+    (its gaze weights are held); without it a rigid PnP starts from the neutral face. The
+    iterations run in the numba kernel :func:`kernels.lm.gn_pose_expression`;
+    :func:`fit_frame_numpy` is the same algorithm in numpy (the tests' reference).
     """
+    from kernels.lm import gn_pose_expression
+
+    r, t, e, e_prev, n_it, lam_t = _start(basis, points, cam, target, cfg, init, iterations)
+    sw = np.sqrt(basis.weights) / (cfg.sigma * iod)
+    free = np.flatnonzero(basis.free_expr).astype(np.int64)
+    rms = gn_pose_expression(np.ascontiguousarray(points, np.float64), basis.exp_basis, free, sw,
+                             np.ascontiguousarray(target, np.float64), float(cam.fx), float(cam.fy),
+                             float(cam.cx), float(cam.cy), r, t, e, e_prev, float(cfg.expr_prior),
+                             float(lam_t), float(cfg.damping), float(basis.expr_lower),
+                             float(basis.expr_upper), int(n_it))
+    return FrameFit(matrix_to_quat(r), t, e.astype(np.float32), float(rms) / iod * 100.0)
+
+
+def _start(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarray, cfg: FitConfig,
+           init: FaceParams | None, iterations: int | None):
     ne = basis.exp_basis.shape[2]
     if init is None:
         r, t = rigid_init(cam, points, target)
         e = np.zeros(ne)
-        e_prev = e
+        e_prev = e.copy()
     else:
         r = quat_to_matrix(init.rotation)
         t = np.asarray(init.translation, np.float64).copy()
         e = np.asarray(init.expression, np.float64).copy()
         e_prev = e.copy()
     n_it = iterations if iterations is not None else (cfg.init_iterations if init is None else cfg.iterations)
+    lam_t = cfg.expr_temporal if init is not None else 0.0
+    return np.ascontiguousarray(r, np.float64), np.ascontiguousarray(t, np.float64), e, e_prev, n_it, lam_t
+
+
+def fit_frame_numpy(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarray,
+                    iod: float, cfg: FitConfig, init: FaceParams | None = None,
+                    iterations: int | None = None) -> FrameFit:
+    """Reference implementation of :func:`fit_frame` in numpy (same steps, same result)."""
+    r, t, e, e_prev, n_it, lam_t = _start(basis, points, cam, target, cfg, init, iterations)
     free_e = np.flatnonzero(basis.free_expr)
     sw = np.sqrt(basis.weights) / (cfg.sigma * iod)
     lam_e = cfg.expr_prior
-    lam_t = cfg.expr_temporal if init is not None else 0.0
-    rms = np.inf
     for _ in range(n_it):
         xm = points + basis.exp_basis @ e  # (P, 3)
         q = xm @ r.T
@@ -187,7 +211,7 @@ def fit_frame(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarr
         a = jp * sw[:, None, None]  # (P, 2, 3)
         # Pose columns: d X / d δ = -[q]x, d X / d t = I.
         jrot = np.empty((len(q), 2, 3))
-        jrot[:, :, 0] = a[:, :, 1] * q[:, None, 2] * -1 + a[:, :, 2] * q[:, None, 1]
+        jrot[:, :, 0] = -a[:, :, 1] * q[:, None, 2] + a[:, :, 2] * q[:, None, 1]
         jrot[:, :, 1] = a[:, :, 0] * q[:, None, 2] - a[:, :, 2] * q[:, None, 0]
         jrot[:, :, 2] = -a[:, :, 0] * q[:, None, 1] + a[:, :, 1] * q[:, None, 0]
         jexp = np.matmul(a @ r, basis.exp_basis[:, :, free_e])  # (P, 2, Ef)
@@ -195,7 +219,6 @@ def fit_frame(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarr
         h = jac.T @ jac
         g = jac.T @ res
         ef = e[free_e]
-        # priors on the free expression weights
         idx = np.arange(6, 6 + len(free_e))
         h[idx, idx] += lam_e + lam_t
         g[6:] += lam_e * ef + lam_t * (ef - e_prev[free_e])
@@ -204,15 +227,12 @@ def fit_frame(basis: FitBasis, points: np.ndarray, cam: Camera, target: np.ndarr
         at_hi = (ef >= basis.expr_upper) & (g[6:] < 0)
         act = np.concatenate([np.ones(6, bool), ~(at_lo | at_hi)])
         hh = h[np.ix_(act, act)]
-        hh[np.diag_indices_from(hh)] *= 1.0 + cfg.damping
-        hh[np.diag_indices_from(hh)] += 1e-9
+        hh[np.diag_indices_from(hh)] = hh[np.diag_indices_from(hh)] * (1.0 + cfg.damping) + 1e-9
         step = np.zeros(len(g))
         step[act] = np.linalg.solve(hh, -g[act])
         r = rotvec_to_matrix(step[:3]) @ r
         t = t + step[3:6]
         e[free_e] = np.clip(ef + step[6:], basis.expr_lower, basis.expr_upper)
-        rms = float(np.sqrt(np.mean(((uv - target) ** 2).sum(1))) / iod * 100.0)
-    # final residual at the solution
     xm = points + basis.exp_basis @ e
     uv, _ = _project(cam, xm @ r.T + t)
     rms = float(np.sqrt(np.mean(((uv - target) ** 2).sum(1))) / iod * 100.0)

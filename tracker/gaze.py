@@ -3,9 +3,9 @@
 ICT's eyeLook* blendshapes only deform the eyelids; the eyeballs rotate rigidly. So gaze is solved
 as two eye rotations: each eyeball is a rigid body turning about its centre ``c`` (mean of the
 eyeball vertices), carrying the iris centre ``c + d`` (mean of the iris vertices). For each eye the
-angles ``(yaw, pitch)`` with ``R_eye = Ry(yaw) Rx(pitch)`` in model axes are found by Gauss-Newton
-so that the projected iris centre lands on MediaPipe's (468 = the subject's right iris, 473 =
-left), given the head pose.
+angles ``(yaw, pitch)`` with ``R_eye = Ry(yaw) Rx(pitch)`` in model axes are found so that the
+rotated iris centre lies on the camera ray through MediaPipe's (468 = the subject's right iris,
+473 = left), given the head pose (closed form, see :func:`solve_gaze`).
 
 Angles map to weights linearly up to :data:`GAZE_RANGE_DEG` (ARKit's weights saturate at about
 these angles): positive yaw looks toward the subject's left (+x), positive pitch looks down, so for
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .camera import project
 from .facemodel import FaceModel
 from .types import Camera
 
@@ -52,22 +51,21 @@ def make_eye_basis(model: FaceModel) -> EyeBasis:
                     np.array(ir, np.float64), np.stack(irid, 1).astype(np.float64))
 
 
-def _rot_yp(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
-    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-    z = np.zeros_like(yaw)
-    o = np.ones_like(yaw)
-    ry = np.stack([np.stack([cy, z, sy], -1), np.stack([z, o, z], -1), np.stack([-sy, z, cy], -1)], -2)
-    rx = np.stack([np.stack([o, z, z], -1), np.stack([z, cp, -sp], -1), np.stack([z, sp, cp], -1)], -2)
-    return ry @ rx
+def _yaw_pitch(u: np.ndarray) -> np.ndarray:
+    """Yaw/pitch ``(…, 2)`` of directions ``(…, 3)`` for ``Ry(yaw) Rx(pitch) (0, 0, 1)``."""
+    return np.stack([np.arctan2(u[..., 0], u[..., 2]),
+                     np.arctan2(-u[..., 1], np.hypot(u[..., 0], u[..., 2]))], -1)
 
 
 def solve_gaze(eyes: EyeBasis, identity: np.ndarray | None, rotation: np.ndarray,
-               translation: np.ndarray, cam: Camera, iris_uv: np.ndarray,
-               iterations: int = 4) -> np.ndarray:
+               translation: np.ndarray, cam: Camera, iris_uv: np.ndarray) -> np.ndarray:
     """Eye angles ``(2, 2)`` radians, rows (right eye, left eye), columns (yaw, pitch).
 
     ``rotation (3, 3)``/``translation (3,)`` the head pose; ``iris_uv (2, 2)`` MediaPipe's iris
-    centres (468, 473) in pixels.
+    centres (468, 473) in pixels. Closed form: the camera ray through each iris pixel meets the
+    sphere of radius ``|d|`` about the eyeball centre (nearest hit; the ray's closest point when
+    it misses); the direction from the centre to that point, in model axes, gives the angles
+    relative to the rest direction ``d``.
     """
     c, ir = eyes.centre, eyes.iris
     if identity is not None:
@@ -75,23 +73,18 @@ def solve_gaze(eyes: EyeBasis, identity: np.ndarray | None, rotation: np.ndarray
         c = c + np.tensordot(a, eyes.centre_id, axes=1)
         ir = ir + np.tensordot(a, eyes.iris_id, axes=1)
     d = ir - c
-    ang = np.zeros((2, 2))
-    eps = 1e-4
-    for _ in range(iterations):
-        def uv_of(an: np.ndarray) -> np.ndarray:
-            re = _rot_yp(an[:, 0], an[:, 1])
-            x = c + np.einsum("eij,ej->ei", re, d)
-            return project(cam, x @ rotation.T + translation)
-        base = uv_of(ang)
-        res = base - iris_uv
-        j = np.empty((2, 2, 2))
-        for k in range(2):
-            da = ang.copy()
-            da[:, k] += eps
-            j[:, :, k] = (uv_of(da) - base) / eps
-        step = np.linalg.solve(j + 1e-9 * np.eye(2), -res[:, :, None])[:, :, 0]
-        ang = np.clip(ang + step, -np.radians(45), np.radians(45))
-    return ang
+    rad = np.linalg.norm(d, axis=1)
+    cc = c @ rotation.T + translation  # eye centres, camera space (2, 3)
+    ray = np.stack([(iris_uv[:, 0] - cam.cx) / cam.fx, -(iris_uv[:, 1] - cam.cy) / cam.fy,
+                    -np.ones(2)], 1)
+    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    tc = np.sum(ray * cc, 1)  # ray parameter of the point closest to the centre
+    dist2 = np.sum(cc * cc, 1) - tc * tc
+    half = np.sqrt(np.maximum(rad * rad - dist2, 0.0))
+    hit = ray * (tc - half)[:, None]
+    v = (hit - cc) @ rotation  # back to model axes (R^T applied row-wise)
+    ang = _yaw_pitch(v) - _yaw_pitch(d)
+    return np.clip(ang, -np.radians(45), np.radians(45))
 
 
 def gaze_weights(angles: np.ndarray, exp_names: tuple[str, ...]) -> dict[str, float]:

@@ -1,0 +1,231 @@
+"""Gauss-Newton / Levenberg-Marquardt iterations for pose + bounded blendshape weights (numba).
+
+Plain contiguous float64 arrays in, no Python objects; the maths is documented in
+:mod:`tracker.fitting` (which owns the numpy reference :func:`tracker.fitting.fit_frame_numpy`).
+
+Parameters ``x = (δ (3), t (3), e_free (Ef))``; the rotation is updated on the left,
+``R ← exp([δ]x) R``. Residual of point ``j``: ``sw_j · (π(R (m_j + E_j e) + t) − u_j)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, fastmath=False)
+def _rodrigues(w: np.ndarray) -> np.ndarray:
+    th = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
+    r = np.eye(3)
+    if th < 1e-12:
+        r[0, 1] = -w[2]
+        r[0, 2] = w[1]
+        r[1, 0] = w[2]
+        r[1, 2] = -w[0]
+        r[2, 0] = -w[1]
+        r[2, 1] = w[0]
+        return r
+    k0, k1, k2 = w[0] / th, w[1] / th, w[2] / th
+    s, c = np.sin(th), np.cos(th)
+    v = 1.0 - c
+    r[0, 0] = c + k0 * k0 * v
+    r[0, 1] = k0 * k1 * v - k2 * s
+    r[0, 2] = k0 * k2 * v + k1 * s
+    r[1, 0] = k1 * k0 * v + k2 * s
+    r[1, 1] = c + k1 * k1 * v
+    r[1, 2] = k1 * k2 * v - k0 * s
+    r[2, 0] = k2 * k0 * v - k1 * s
+    r[2, 1] = k2 * k1 * v + k0 * s
+    r[2, 2] = c + k2 * k2 * v
+    return r
+
+
+@njit(cache=True, fastmath=True)
+def _normal_equations(jt: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Jᵀ J, Jᵀ r)`` from the transposed Jacobian ``jt (n, m)`` (no BLAS: no thread pools)."""
+    n, m = jt.shape
+    h = np.empty((n, n))
+    g = np.empty(n)
+    for a in range(n):
+        s = 0.0
+        for r in range(m):
+            s += jt[a, r] * res[r]
+        g[a] = s
+        for b in range(a, n):
+            s = 0.0
+            for r in range(m):
+                s += jt[a, r] * jt[b, r]
+            h[a, b] = s
+            h[b, a] = s
+    return h, g
+
+
+@njit(cache=True)
+def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve ``a x = b`` for symmetric positive definite ``a`` (small; no LAPACK threads)."""
+    n = a.shape[0]
+    lo = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1):
+            s = a[i, j]
+            for k in range(j):
+                s -= lo[i, k] * lo[j, k]
+            if i == j:
+                lo[i, i] = np.sqrt(s if s > 1e-300 else 1e-300)
+            else:
+                lo[i, j] = s / lo[j, j]
+    y = np.empty(n)
+    for i in range(n):
+        s = b[i]
+        for k in range(i):
+            s -= lo[i, k] * y[k]
+        y[i] = s / lo[i, i]
+    x = np.empty(n)
+    for i in range(n - 1, -1, -1):
+        s = y[i]
+        for k in range(i + 1, n):
+            s -= lo[k, i] * x[k]
+        x[i] = s / lo[i, i]
+    return x
+
+
+@njit(cache=True)
+def residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy):
+    """RMS pixel distance between projected model points and ``target`` ``(P, 2)``."""
+    p = points.shape[0]
+    ne = e.shape[0]
+    acc = 0.0
+    for j in range(p):
+        xm0 = points[j, 0]
+        xm1 = points[j, 1]
+        xm2 = points[j, 2]
+        for k in range(ne):
+            ek = e[k]
+            if ek != 0.0:
+                xm0 += exp_basis[j, 0, k] * ek
+                xm1 += exp_basis[j, 1, k] * ek
+                xm2 += exp_basis[j, 2, k] * ek
+        x = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2 + t[0]
+        y = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2 + t[1]
+        z = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2 + t[2]
+        iz = 1.0 / -z
+        du = cx + fx * x * iz - target[j, 0]
+        dv = cy - fy * y * iz - target[j, 1]
+        acc += du * du + dv * dv
+    return np.sqrt(acc / p)
+
+
+@njit(cache=True)
+def gn_pose_expression(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e_prev,
+                       lam_e, lam_t, damping, lo, hi, n_iter):
+    """Run ``n_iter`` projected Gauss-Newton steps in place on ``rot (3, 3)``, ``t (3,)``, ``e (E,)``.
+
+    ``points (P, 3)``: the identity's neutral points; ``exp_basis (P, 3, E)``; ``free (Ef,)``
+    indices of the fitted weights (others held); ``sw (P,)`` per-point residual scale
+    (sqrt(weight) / (σ · iod)); ``target (P, 2)`` pixels; bounds ``[lo, hi]`` on the weights.
+    """
+    p = points.shape[0]
+    ne = e.shape[0]
+    nf = free.shape[0]
+    n = 6 + nf
+    jac = np.empty((n, 2 * p))  # transposed: rows are parameters (contiguous dot products)
+    res = np.empty(2 * p)
+    for _it in range(n_iter):
+        for j in range(p):
+            xm0 = points[j, 0]
+            xm1 = points[j, 1]
+            xm2 = points[j, 2]
+            for k in range(ne):
+                ek = e[k]
+                if ek != 0.0:
+                    xm0 += exp_basis[j, 0, k] * ek
+                    xm1 += exp_basis[j, 1, k] * ek
+                    xm2 += exp_basis[j, 2, k] * ek
+            q0 = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2
+            q1 = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2
+            q2 = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2
+            x = q0 + t[0]
+            y = q1 + t[1]
+            z = q2 + t[2]
+            iz = 1.0 / -z
+            s = sw[j]
+            res[2 * j] = s * (cx + fx * x * iz - target[j, 0])
+            res[2 * j + 1] = s * (cy - fy * y * iz - target[j, 1])
+            # projection Jacobian rows (scaled)
+            a00 = s * fx * iz
+            a02 = s * fx * x * iz * iz
+            a11 = -s * fy * iz
+            a12 = -s * fy * y * iz * iz
+            # rotation columns: dX/dδ = -[q]x  → columns (0,-q2,q1), (q2,0,-q0), (-q1,q0,0)
+            r0 = 2 * j
+            r1 = 2 * j + 1
+            jac[0, r0] = a02 * q1
+            jac[1, r0] = a00 * q2 - a02 * q0
+            jac[2, r0] = -a00 * q1
+            jac[0, r1] = -a11 * q2 + a12 * q1
+            jac[1, r1] = -a12 * q0
+            jac[2, r1] = a11 * q0
+            jac[3, r0] = a00
+            jac[4, r0] = 0.0
+            jac[5, r0] = a02
+            jac[3, r1] = 0.0
+            jac[4, r1] = a11
+            jac[5, r1] = a12
+            # expression columns: A R E_j
+            b00 = a00 * rot[0, 0] + a02 * rot[2, 0]
+            b01 = a00 * rot[0, 1] + a02 * rot[2, 1]
+            b02 = a00 * rot[0, 2] + a02 * rot[2, 2]
+            b10 = a11 * rot[1, 0] + a12 * rot[2, 0]
+            b11 = a11 * rot[1, 1] + a12 * rot[2, 1]
+            b12 = a11 * rot[1, 2] + a12 * rot[2, 2]
+            for m in range(nf):
+                k = free[m]
+                e0 = exp_basis[j, 0, k]
+                e1 = exp_basis[j, 1, k]
+                e2 = exp_basis[j, 2, k]
+                jac[6 + m, r0] = b00 * e0 + b01 * e1 + b02 * e2
+                jac[6 + m, r1] = b10 * e0 + b11 * e1 + b12 * e2
+        h, g = _normal_equations(jac, res)
+        for m in range(nf):
+            k = free[m]
+            h[6 + m, 6 + m] += lam_e + lam_t
+            g[6 + m] += lam_e * e[k] + lam_t * (e[k] - e_prev[k])
+        # active set: weights at a bound whose gradient pushes outward are held
+        act = np.ones(n, np.bool_)
+        na = n
+        for m in range(nf):
+            k = free[m]
+            if (e[k] <= lo and g[6 + m] > 0.0) or (e[k] >= hi and g[6 + m] < 0.0):
+                act[6 + m] = False
+                na -= 1
+        idx = np.empty(na, np.int64)
+        c = 0
+        for i in range(n):
+            if act[i]:
+                idx[c] = i
+                c += 1
+        hh = np.empty((na, na))
+        gg = np.empty(na)
+        for a in range(na):
+            gg[a] = -g[idx[a]]
+            for b in range(na):
+                hh[a, b] = h[idx[a], idx[b]]
+            hh[a, a] = hh[a, a] * (1.0 + damping) + 1e-9
+        sol = _cholesky_solve(hh, gg)
+        step = np.zeros(n)
+        for a in range(na):
+            step[idx[a]] = sol[a]
+        dr = _rodrigues(step[0:3])
+        rot[:, :] = dr @ rot
+        t[0] += step[3]
+        t[1] += step[4]
+        t[2] += step[5]
+        for m in range(nf):
+            k = free[m]
+            v = e[k] + step[6 + m]
+            if v < lo:
+                v = lo
+            elif v > hi:
+                v = hi
+            e[k] = v
+    return residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy)
