@@ -46,7 +46,7 @@ SUBPIXEL_BITS = 8
 """Vertex positions are snapped to ``1 / 2**SUBPIXEL_BITS`` pixel for the coverage test."""
 GUARD_PX = 32768.0
 """Triangles with a vertex further than this many pixels outside the image are dropped."""
-BAND_ROWS = 16
+BAND_ROWS = 32
 """Rows per parallel work item (one z-buffer band)."""
 CULL_MODES = {"none": 0, "ccw": 1, "cw": 2}
 
@@ -57,7 +57,8 @@ _HALF = 1 << (SUBPIXEL_BITS - 1)
 def check_mesh(pos: np.ndarray, tris: np.ndarray) -> None:
     """Raise ValueError/TypeError unless ``pos`` is (V, 4) float and ``tris`` (F, 3) int32 in range."""
     if not isinstance(pos, np.ndarray) or pos.ndim != 2 or pos.shape[1] != 4:
-        raise ValueError(f"pos must be a (V, 4) array of clip-space positions, got {getattr(pos, 'shape', pos)}")
+        raise ValueError("pos must be a (V, 4) array of clip-space positions, got "
+                         f"{getattr(pos, 'shape', pos)}")
     if pos.dtype not in (np.float32, np.float64):
         raise TypeError(f"pos must be float32 or float64, got {pos.dtype}")
     if not isinstance(tris, np.ndarray) or tris.ndim != 2 or tris.shape[1] != 3 or tris.dtype != np.int32:

@@ -58,7 +58,7 @@ def rasterize_ref(pos: np.ndarray, tris: np.ndarray, resolution: tuple[int, int]
             e.append(dx * (pyg - ys[j]) - dy * (pxg - xs[j]))
             owned.append(bool(dy < 0 or (dy == 0 and dx > 0)))
         inside = np.ones((h, w), bool)
-        for ei, oi in zip(e, owned):
+        for ei, oi in zip(e, owned, strict=True):
             inside &= (ei > 0) | ((ei == 0) & oi)
         inv = 1.0 / np.float64(area)
         l0 = e[0].astype(np.float64) * inv

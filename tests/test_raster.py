@@ -241,7 +241,7 @@ def test_interpolate_backward_matches_finite_differences():
     loss = lambda a, r: float((interpolate(a, r, tris) * g).sum())  # noqa: E731
     grad_attr, grad_rast = interpolate_backward(g, rast, tris, attr)
     eps = 1e-6
-    for i, c in zip(rng.integers(0, len(pos), 8), rng.integers(0, 3, 8)):
+    for i, c in zip(rng.integers(0, len(pos), 8), rng.integers(0, 3, 8), strict=True):
         d = np.zeros_like(attr)
         d[i, c] = eps
         fd = (loss(attr + d, rast) - loss(attr - d, rast)) / (2 * eps)

@@ -21,7 +21,8 @@ def direct_basis(n: np.ndarray) -> np.ndarray:
     """Deep3DFaceRecon's basis written out from its constants (../shared/DESIGN.md)."""
     pi = math.pi
     a0, a1, a2 = pi, 2 * pi / math.sqrt(3.0), 2 * pi / math.sqrt(8.0)
-    c0, c1, c2 = 1 / math.sqrt(4 * pi), math.sqrt(3.0) / math.sqrt(4 * pi), 3 * math.sqrt(5.0) / math.sqrt(12 * pi)
+    c0, c1 = 1 / math.sqrt(4 * pi), math.sqrt(3.0) / math.sqrt(4 * pi)
+    c2 = 3 * math.sqrt(5.0) / math.sqrt(12 * pi)
     x, y, z = n[:, 0], n[:, 1], n[:, 2]
     return np.stack([np.full_like(x, a0 * c0), -a1 * c1 * y, a1 * c1 * z, -a1 * c1 * x,
                      a2 * c2 * x * y, -a2 * c2 * y * z, a2 * c2 * 0.5 / math.sqrt(3.0) * (3 * z * z - 1),
@@ -33,7 +34,8 @@ def uv_sphere(n_lat: int = 12, n_lon: int = 24, radius: float = 0.3):
     th = np.linspace(0, np.pi, n_lat + 1)[1:-1]
     ph = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
     t, p = np.meshgrid(th, ph, indexing="ij")
-    ring = np.c_[np.sin(t).ravel() * np.cos(p).ravel(), np.cos(t).ravel(), np.sin(t).ravel() * np.sin(p).ravel()]
+    t, p = t.ravel(), p.ravel()
+    ring = np.c_[np.sin(t) * np.cos(p), np.cos(t), np.sin(t) * np.sin(p)]
     v = np.r_[[[0, 1, 0]], ring, [[0, -1, 0]]] * radius
     tris = []
     idx = lambda i, j: 1 + i * n_lon + (j % n_lon)  # noqa: E731

@@ -86,9 +86,25 @@ def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return float(np.median(t) * 1e3), float(np.percentile(t, 90) * 1e3)
 
 
-def bench_render(model: FaceModel, size: int = 512, repeats: int = 100,
-                 region: str = "face") -> RenderBench:
-    """Time the numba renderer on the ICT face scene (see the module docstring)."""
+def bench_render(model: FaceModel, size: int = 512, repeats: int = 100, region: str = "face",
+                 threads: int | None = None) -> RenderBench:
+    """Time the numba renderer on the ICT face scene (see the module docstring).
+
+    ``threads`` limits numba's parallel kernels for this call (``numba.set_num_threads``, which is
+    per calling thread; restored afterwards); ``None`` keeps numba's default (all cores).
+    """
+    import numba
+
+    previous = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(threads)
+    try:
+        return _bench(model, size, repeats, region)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _bench(model: FaceModel, size: int, repeats: int, region: str) -> RenderBench:
     import numba
 
     from kernels.antialias import antialias, edge_neighbours
@@ -129,13 +145,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--size", type=int, default=512, help="image width and height in pixels")
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--region", choices=("face", "narrow"), default="face")
+    p.add_argument("--threads", type=int, default=None, help="numba threads (default: all cores)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    r = bench_render(load_face_model(args.model), args.size, args.repeats, args.region)
+    r = bench_render(load_face_model(args.model), args.size, args.repeats, args.region, args.threads)
     print(f"render bench: {r.region} region, {r.n_triangles} triangles, {r.width}x{r.height}, "
           f"coverage {r.coverage:.2f}, {r.repeats} repeats, {r.numba_threads} threads, "
           f"load {r.loadavg_1min:.2f}")

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendUnavailableError
-from .render import CULL_BACK  # noqa: F401  (re-exported for callers of this backend)
 
 _INSTALL_HINT = ("nvdiffrast is not on PyPI: install it from its source repository "
                  "(NVlabs/nvdiffrast) into an environment with a CUDA build of torch, "
@@ -64,7 +63,8 @@ class NvdiffrastBackend:
             import nvdiffrast.torch as dr
         except ImportError as e:
             raise BackendUnavailableError(f"cannot import nvdiffrast.torch ({e}); {_INSTALL_HINT}") from None
-        dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+        dev = (torch.device(device) if device is not None
+               else torch.device("cuda", torch.cuda.current_device()))
         return cls(ctx=dr.RasterizeCudaContext(device=dev), device=dev, torch=torch, dr=dr)
 
     # ---- conversions ------------------------------------------------------------------------
@@ -98,7 +98,8 @@ class NvdiffrastBackend:
             drop = (area > 0) if cull == "ccw" else (area < 0)
             keep = torch.nonzero(~(drop & (w > 0).all(dim=1))).flatten()
             tri = tri[keep].contiguous()
-        rast, _ = self.dr.rasterize(self.ctx, p[None], tri, resolution=[int(resolution[0]), int(resolution[1])])
+        hw = [int(resolution[0]), int(resolution[1])]
+        rast, _ = self.dr.rasterize(self.ctx, p[None], tri, resolution=hw)
         rast = rast[0]
         if keep is not None:
             tid = rast[..., 3].long()
