@@ -201,6 +201,22 @@ def test_depth_is_opengl_ndc_and_nearest_wins():
     assert not rasterize(clip_from_camera(cam, x * 0.1, near, far), t, (32, 32))[..., 3].any()
 
 
+def test_dropped_triangles_behind_camera_beyond_guard_band_and_empty_input():
+    res = (16, 16)
+    ok = _pixel_space_tris([[2, 2], [14, 2], [2, 14]], res)
+    t = np.array([[0, 1, 2]], np.int32)
+    assert (rasterize(ok, t, res)[..., 3] > 0).any()
+    behind = ok.copy()
+    behind[2] *= -1.0  # w < 0: a vertex behind the eye drops the triangle (no homogeneous clipping)
+    assert not rasterize(behind, t, res)[..., 3].any()
+    far_out = ok.copy()
+    far_out[1, 0] = 1e4  # beyond GUARD_PX
+    assert not rasterize(far_out, t, res)[..., 3].any()
+    np.testing.assert_array_equal(rasterize(behind, t, res), rasterize_ref(behind, t, res))
+    empty = rasterize(ok, np.zeros((0, 3), np.int32), res)
+    assert empty.shape == (16, 16, 4) and not empty.any()
+
+
 def test_input_validation():
     pos, tris = random_mesh(0)
     with pytest.raises(ValueError):
@@ -371,3 +387,21 @@ def test_ict_face_renders_nose_tip_where_it_projects(face_scene, model):
     # culling back faces changes nothing visible except at a few fold pixels
     r_all = render_mesh(cam, x, tris, x.astype(np.float32), cull_back=False)
     assert (r_all.rast[..., 3] != r.rast[..., 3]).mean() < 0.01
+
+
+def test_bench_render_cli_runs_on_a_small_image(model_path, tmp_path, capsys):
+    import argparse
+    import json
+
+    from tracker import bench_render
+
+    ap = argparse.ArgumentParser()
+    bench_render.add_parser(ap.add_subparsers())
+    out = tmp_path / "bench.json"
+    args = ap.parse_args(["bench-render", "--model", str(model_path), "--size", "96", "--repeats", "2",
+                          "--region", "narrow", "--threads", "1", "--json", str(out)])
+    assert args.func(args) == 0
+    r = json.loads(out.read_text())
+    assert r["n_triangles"] > 10000 and r["height"] == r["width"] == 96 and r["numba_threads"] == 1
+    assert 0.2 < r["coverage"] < 0.8 and r["rasterize_ms"] > 0
+    assert "rasterize" in capsys.readouterr().out
