@@ -355,6 +355,14 @@ def test_numba_backend_is_the_kernels():
     pos, tris = random_mesh(5)
     rast = be.rasterize(pos, tris, RES, "cw")
     np.testing.assert_array_equal(rast, rasterize(pos, tris, RES, "cw"))
+    import numba
+
+    before = numba.get_num_threads()
+    serial = make_backend("numba", threads=1)
+    np.testing.assert_array_equal(serial.rasterize(pos, tris, RES, "cw"), rast)  # same result serially
+    assert numba.get_num_threads() == before  # the limit is restored after the call
+    with pytest.raises(ValueError):
+        make_backend("numba", threads=0)
     attr = np.ones((len(pos), 2), np.float32)
     np.testing.assert_array_equal(be.interpolate(attr, rast, tris)[..., 0], rast[..., 3] > 0)
 
