@@ -46,6 +46,8 @@ SUBPIXEL_BITS = 8
 """Vertex positions are snapped to ``1 / 2**SUBPIXEL_BITS`` pixel for the coverage test."""
 GUARD_PX = 32768.0
 """Triangles with a vertex further than this many pixels outside the image are dropped."""
+MAX_RESOLUTION = 16384
+"""Largest image side (keeps snapped coordinates within int32)."""
 BAND_ROWS = 32
 """Rows per parallel work item (one z-buffer band)."""
 CULL_MODES = {"none": 0, "ccw": 1, "cw": 2}
@@ -89,16 +91,18 @@ def check_rast(rast: np.ndarray, tris: np.ndarray, n_vertices: int) -> None:
 @nb.njit(parallel=True, cache=True)
 def _setup(pos, tris, height, width, cull):  # pragma: no cover - compiled
     nf = tris.shape[0]
-    ix = np.zeros((nf, 3), np.int64)      # snapped x, positively oriented vertex order
-    iy = np.zeros((nf, 3), np.int64)
-    zn = np.zeros((nf, 3), np.float64)    # z/w in the same order
-    bias = np.zeros((nf, 3), np.int64)    # 0 for owned (top/left) edges, -1 otherwise
-    inv_area = np.zeros(nf, np.float64)
-    box = np.full((nf, 4), -1, np.int64)  # col0, col1, row0, row1 (inclusive); row0 = -1: dropped
-    planes = np.zeros((nf, 9), np.float64)  # homogeneous barycentric planes, see _bary_planes
+    # only rows with box[t, 2] >= 0 are ever read, so the rest may stay uninitialised
+    ix = np.empty((nf, 3), np.int32)       # snapped x (|x| < 2**24), positively oriented order
+    iy = np.empty((nf, 3), np.int32)
+    zn = np.empty((nf, 3), np.float64)     # z/w in the same order
+    bias = np.empty((nf, 3), np.int8)      # 0 for owned (top/left) edges, -1 otherwise
+    inv_area = np.empty(nf, np.float64)
+    box = np.empty((nf, 4), np.int32)      # col0, col1, row0, row1 (inclusive); row0 = -1: dropped
+    planes = np.empty((nf, 9), np.float64)  # homogeneous barycentric planes, see _bary_planes
     half_w = width * 0.5
     half_h = height * 0.5
     for t in nb.prange(nf):
+        box[t, 2] = -1
         p0, p1, p2 = tris[t, 0], tris[t, 1], tris[t, 2]
         w0, w1, w2 = np.float64(pos[p0, 3]), np.float64(pos[p1, 3]), np.float64(pos[p2, 3])
         if not (w0 > 0.0 and w1 > 0.0 and w2 > 0.0):
@@ -212,12 +216,12 @@ def _raster(ix, iy, zn, bias, inv_area, box, planes, counts, items,
         ibuf = np.full((y1 - y0, width), -1, np.int32)
         for n in range(counts[b], counts[b + 1]):
             t = items[n]
-            r0 = max(box[t, 2], y0)
-            r1 = min(box[t, 3], y1 - 1)
-            c0 = box[t, 0]
-            c1 = box[t, 1]
-            x0, x1, x2 = ix[t, 0], ix[t, 1], ix[t, 2]
-            yy0, yy1, yy2 = iy[t, 0], iy[t, 1], iy[t, 2]
+            r0 = max(np.int64(box[t, 2]), y0)
+            r1 = min(np.int64(box[t, 3]), y1 - 1)
+            c0 = np.int64(box[t, 0])
+            c1 = np.int64(box[t, 1])
+            x0, x1, x2 = np.int64(ix[t, 0]), np.int64(ix[t, 1]), np.int64(ix[t, 2])
+            yy0, yy1, yy2 = np.int64(iy[t, 0]), np.int64(iy[t, 1]), np.int64(iy[t, 2])
             # edge i (opposite vertex i) runs from vertex i+1 to vertex i+2
             a0, b0 = -(yy2 - yy1), x2 - x1
             a1, b1 = -(yy0 - yy2), x0 - x2
@@ -228,7 +232,7 @@ def _raster(ix, iy, zn, bias, inv_area, box, planes, counts, items,
             z0, z1, z2 = zn[t, 0], zn[t, 1], zn[t, 2]
             dz0 = z0 - z2
             dz1 = z1 - z2
-            q0, q1, q2 = bias[t, 0], bias[t, 1], bias[t, 2]
+            q0, q1, q2 = np.int64(bias[t, 0]), np.int64(bias[t, 1]), np.int64(bias[t, 2])
             st0, st1, st2 = a0 * s, a1 * s, a2 * s
             for r in range(r0, r1 + 1):
                 py = r * s + _HALF
@@ -252,18 +256,20 @@ def _raster(ix, iy, zn, bias, inv_area, box, planes, counts, items,
             for c in range(width):
                 t = ibuf[r - y0, c]
                 if t < 0:
-                    for q in range(4):
-                        out[r, c, q] = 0.0
+                    out[r, c, 0] = 0.0
+                    out[r, c, 1] = 0.0
+                    out[r, c, 2] = 0.0
+                    out[r, c, 3] = 0.0
                     continue
                 xn = (2.0 * c + 1.0) / width - 1.0
-                p = planes[t]
-                w0 = p[0] * xn + p[1] * yn + p[2]
-                w1 = p[3] * xn + p[4] * yn + p[5]
-                w2 = p[6] * xn + p[7] * yn + p[8]
+                w0 = planes[t, 0] * xn + planes[t, 1] * yn + planes[t, 2]
+                w1 = planes[t, 3] * xn + planes[t, 4] * yn + planes[t, 5]
+                w2 = planes[t, 6] * xn + planes[t, 7] * yn + planes[t, 8]
                 tot = w0 + w1 + w2
                 if tot != 0.0:
-                    out[r, c, 0] = w0 / tot
-                    out[r, c, 1] = w1 / tot
+                    inv_tot = 1.0 / tot
+                    out[r, c, 0] = w0 * inv_tot
+                    out[r, c, 1] = w1 * inv_tot
                 else:
                     out[r, c, 0] = 1.0 / 3.0
                     out[r, c, 1] = 1.0 / 3.0
@@ -285,8 +291,8 @@ def rasterize(pos: np.ndarray, tris: np.ndarray, resolution: tuple[int, int], cu
     """
     check_mesh(pos, tris)
     h, w = (int(resolution[0]), int(resolution[1]))
-    if h <= 0 or w <= 0:
-        raise ValueError(f"resolution must be positive (H, W), got {resolution}")
+    if not (0 < h <= MAX_RESOLUTION and 0 < w <= MAX_RESOLUTION):
+        raise ValueError(f"resolution must be (H, W) within 1..{MAX_RESOLUTION}, got {resolution}")
     if cull not in CULL_MODES:
         raise ValueError(f"cull must be one of {sorted(CULL_MODES)}, got {cull!r}")
     if tris.shape[0] >= 1 << 24:
