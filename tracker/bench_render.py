@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RenderBench:
-    """Medians (``*_ms``) and 90th percentiles (``*_p90_ms``) in milliseconds."""
+    """Wall-clock medians (``*_ms``) and 90th percentiles (``*_p90_ms``), and the median process
+    CPU time (``*_cpu_ms``, all threads) in milliseconds. Wall time well above CPU time / threads
+    means other processes held the cores (see ``loadavg_1min``)."""
 
     region: str
     height: int
@@ -45,12 +47,16 @@ class RenderBench:
     loadavg_1min: float
     rasterize_ms: float
     rasterize_p90_ms: float
+    rasterize_cpu_ms: float
     interpolate_ms: float
     interpolate_p90_ms: float
+    interpolate_cpu_ms: float
     shade_ms: float
     shade_p90_ms: float
+    shade_cpu_ms: float
     antialias_ms: float
     antialias_p90_ms: float
+    antialias_cpu_ms: float
 
 
 def region_triangles(model: FaceModel, region: str = "face") -> np.ndarray:
@@ -75,15 +81,18 @@ def face_scene(model: FaceModel, size: int = 512, region: str = "face", fill: fl
     return camera_from_focal(size, size, f0 * fill * size / span), x, tris
 
 
-def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float, float]:
     for _ in range(3):
         fn()
     t = np.empty(repeats)
+    cpu = np.empty(repeats)
     for i in range(repeats):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         fn()
         t[i] = time.perf_counter() - t0
-    return float(np.median(t) * 1e3), float(np.percentile(t, 90) * 1e3)
+        cpu[i] = time.process_time() - c0
+    return float(np.median(t) * 1e3), float(np.percentile(t, 90) * 1e3), float(np.median(cpu) * 1e3)
 
 
 def bench_render(model: FaceModel, size: int = 512, repeats: int = 100, region: str = "face",
@@ -125,17 +134,20 @@ def _bench(model: FaceModel, size: int, repeats: int, region: str) -> RenderBenc
     colors = sh_shade(vertex_normals(x32, tris), albedo, gamma)
     img = interpolate(colors, rast, tris)
     nbr = edge_neighbours(tris)
-    r_ms, r_p90 = _time(lambda: rasterize(pos, tris, res, CULL_BACK, out=out), repeats)
-    i_ms, i_p90 = _time(lambda: interpolate(colors, rast, tris), repeats)
-    s_ms, s_p90 = _time(lambda: sh_shade(vertex_normals(x32, tris), albedo, gamma), repeats)
-    a_ms, a_p90 = _time(lambda: antialias(img, rast, pos, tris, nbr), repeats)
+    steps = {
+        "rasterize": lambda: rasterize(pos, tris, res, CULL_BACK, out=out),
+        "interpolate": lambda: interpolate(colors, rast, tris),
+        "shade": lambda: sh_shade(vertex_normals(x32, tris), albedo, gamma),
+        "antialias": lambda: antialias(img, rast, pos, tris, nbr),
+    }
+    timings: dict[str, float] = {}
+    for step, fn in steps.items():
+        med, p90, cpu = _time(fn, repeats)
+        timings.update({f"{step}_ms": med, f"{step}_p90_ms": p90, f"{step}_cpu_ms": cpu})
     return RenderBench(region=region, height=res[0], width=res[1], n_triangles=int(len(tris)),
                        coverage=float((rast[..., 3] > 0).mean()), repeats=repeats,
                        numba_threads=int(numba.get_num_threads()),
-                       loadavg_1min=float(os.getloadavg()[0]),
-                       rasterize_ms=r_ms, rasterize_p90_ms=r_p90, interpolate_ms=i_ms,
-                       interpolate_p90_ms=i_p90, shade_ms=s_ms, shade_p90_ms=s_p90,
-                       antialias_ms=a_ms, antialias_p90_ms=a_p90)
+                       loadavg_1min=float(os.getloadavg()[0]), **timings)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -158,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
           f"load {r.loadavg_1min:.2f}")
     for step in ("rasterize", "interpolate", "shade", "antialias"):
         print(f"  {step:<12} median {getattr(r, step + '_ms'):7.3f} ms   "
-              f"p90 {getattr(r, step + '_p90_ms'):7.3f} ms")
+              f"p90 {getattr(r, step + '_p90_ms'):7.3f} ms   cpu {getattr(r, step + '_cpu_ms'):7.3f} ms")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(asdict(r), fh, indent=2)
