@@ -66,8 +66,9 @@ log = logging.getLogger(__name__)
 IMAGE_LOOP_FPS = 30.0
 """Rate at which a looped still image is repeated (``loop=True``)."""
 FILE_THREAD_TYPE = "AUTO"
-"""FFmpeg decoder threading for files: frame + slice threads, so decoding runs ahead on the other
-core while the caller works on the previous frame. Live sources use slice threads only: frame
+"""FFmpeg decoder threading for files (frame + slice threads). Measured on the 2-core machine,
+decode + rgb24: d10 (512x512) 1.04 → 0.86 ms/frame, s18 (1280x720) 2.04 → 1.85 ms/frame when idle;
+no gain when both cores are busy, and ~10 % more CPU. Live sources use slice threads only: frame
 threading delays every frame by ``thread_count - 1`` frames."""
 LIVE_THREAD_TYPE = "SLICE"
 _FALLBACK_FPS = 30.0
