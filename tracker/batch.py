@@ -1,0 +1,481 @@
+"""``face3d batch``: a folder (or glob) of videos → one coefficient file + sidecar per video.
+
+::
+
+    face3d batch INPUT_DIR_OR_GLOB --out DIR [--workers N] [--engine local|ray] [--address ADDR]
+                 [--format csv|parquet] [--model ICT.npz|BFM_model_front.mat] [tracking options]
+
+Inputs: a folder (searched recursively for :data:`VIDEO_SUFFIXES`), a glob (quote it; ``**``
+recurses; whatever it matches is taken) or one file. Outputs mirror the inputs: ``IN/a/b.mp4`` →
+``DIR/a/b.csv`` + ``DIR/a/b.csv.json`` (or ``b.parquet`` + ``b.parquet.json``), paths relative
+to the input folder (for a glob: to its folder part before the first wildcard). Two inputs that
+would share an output (``b.mp4``, ``b.mov``) keep their suffix: ``b.mp4.csv``, ``b.mov.csv``.
+With a BFM model (a ``.mat`` in Deep3DFaceRecon's layout) the files carry the 257-coefficient
+layout of :mod:`tracker.bfm`. Files are smoothed offline (zero-phase) unless ``--smooth`` says
+otherwise, exactly as ``face3d track`` does.
+
+Per file, the work is :func:`process_file` (one engine task: :mod:`tracker.engines`). A file that
+cannot be read (corrupt, truncated, not a video) is recorded as failed and leaves no output; the
+batch goes on. ``DIR/manifest.jsonl`` gets one record per file attempted (:mod:`tracker.manifest`),
+``DIR/summary.json`` the run's counts.
+
+Re-running the same command skips every file whose output is complete and was made from the same
+input (size, modification time) with the same settings — the sidecar's ``batch.fingerprint``
+says so — and every file that failed as unreadable with the same fingerprint (``--retry-failed``
+tries those again; ``--force`` redoes everything). Crashed files are always retried.
+
+Exit status: 0 every file ok (or skipped); :data:`EXIT_PARTIAL` (3) one or more files failed —
+the others were written, the manifest names the failures; 1 a usage problem found before any work
+(no inputs, bad model); 130 interrupted (files finished so far are complete and recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from .errors import Face3dError, InputError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts",
+                            ".m2ts", ".flv", ".wmv", ".mpg", ".mpeg", ".3gp", ".ogv"})
+
+FileFormat = Literal["csv", "parquet"]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every file of a batch shares (picklable: it travels with each task).
+
+    ``model`` is an absolute path (ICT ``.npz`` or BFM ``.mat``); ``cfg`` the tracking config;
+    ``corr`` a prebuilt MediaPipe correspondence for a BFM model (``None`` for ICT).
+    """
+
+    out_dir: str
+    model: str
+    cfg: Any
+    fmt: FileFormat = "csv"
+    landmarks: bool = False
+    arkit: bool = False
+    max_frames: int | None = None
+    allow_truncated: bool = False
+    progress: bool = False
+    corr: Any = None
+
+    @property
+    def is_bfm(self) -> bool:
+        return self.model.lower().endswith(".mat")
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One input: absolute path, path relative to the batch root (POSIX), absolute output path."""
+
+    input: str
+    rel: str
+    output: str
+    fingerprint: str
+    opts: BatchOptions
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What a worker sends back for one file (no per-frame data)."""
+
+    status: Literal["ok", "failed"]
+    frames: int = 0
+    tracked_frames: int = 0
+    seconds: float = 0.0
+    error_kind: Literal["", "input", "crash"] = ""
+    error: str = ""
+    worker: str = ""
+
+
+# ------------------------------------------------------------------------------- discovery
+
+def discover_inputs(spec: str) -> tuple[Path, list[Path]]:
+    """``(root, files)`` for a folder, glob or single file (sorted; see the module docstring)."""
+    p = Path(spec)
+    if glob.has_magic(spec):
+        parts = Path(spec).parts
+        k = next(i for i, s in enumerate(parts) if glob.has_magic(s))
+        root = Path(*parts[:k]) if k else Path(".")
+        files = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+    elif p.is_dir():
+        root = p
+        files = sorted(f for f in p.rglob("*")
+                       if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
+                       and not any(s.startswith(".") for s in f.relative_to(p).parts))
+    elif p.is_file():
+        root, files = p.parent, [p]
+    else:
+        raise InputError(f"{spec}: no such file or folder")
+    if not files:
+        raise InputError(f"{spec}: no video files found")
+    return root, files
+
+
+def output_paths(root: Path, files: list[Path], out_dir: Path, fmt: FileFormat) -> list[Path]:
+    """Mirrored output paths (``.csv``/``.parquet``), suffix kept where two inputs would collide."""
+    ext = "." + fmt
+    rels = [f.relative_to(root) for f in files]
+    plain = [out_dir / r.with_suffix(ext) for r in rels]
+    seen: dict[Path, int] = {}
+    for o in plain:
+        seen[o] = seen.get(o, 0) + 1
+    return [out_dir / r.with_name(r.name + ext) if seen[o] > 1 else o for r, o in zip(rels, plain)]
+
+
+def sidecar_path(output: str | os.PathLike[str]) -> Path:
+    return Path(str(output) + ".json")
+
+
+def is_done(job: FileJob) -> bool:
+    """The output and its sidecar exist and the sidecar carries this job's fingerprint."""
+    out, side = Path(job.output), sidecar_path(job.output)
+    if not (out.is_file() and side.is_file()):
+        return False
+    try:
+        with open(side) as fh:
+            return json.load(fh).get("batch", {}).get("fingerprint") == job.fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------- the task
+
+_MODELS: dict[str, Any] = {}
+
+
+def load_model(path: str) -> Any:
+    """The ICT (``.npz``) or BFM (``.mat``) face model, cached per process."""
+    if path not in _MODELS:
+        if path.lower().endswith(".mat"):
+            from .bfm import load_bfm
+            _MODELS[path] = load_bfm(path)
+        else:
+            from .facemodel import load_face_model
+            _MODELS[path] = load_face_model(path)
+    return _MODELS[path]
+
+
+class _Progress:
+    """Batches per-frame callbacks into a few ``report("frames", n)`` calls per second."""
+
+    def __init__(self, report: Callable[[str, int], None], every_s: float = 0.25):
+        self.report, self.every_s, self.n, self.last = report, every_s, 0, time.monotonic()
+
+    def __call__(self, _frame: object) -> None:
+        self.n += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.flush()
+            self.last = now
+
+    def flush(self) -> None:
+        if self.n:
+            self.report("frames", self.n)
+            self.n = 0
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def process_file(job: FileJob, report: Callable[[str, int], None]) -> FileOutcome:
+    """Track one file and write its coefficient file + sidecar (engine task; never raises)."""
+    from .csvout import write_json_atomic
+
+    opts = job.opts
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    t0 = time.perf_counter()
+    out = Path(job.output)
+    side = sidecar_path(out)
+    # the tracker writes a CSV; for Parquet that CSV is a temporary beside the target
+    csv_path = out if opts.fmt == "csv" else out.with_name(f".{out.name}.tmp-{os.getpid()}.csv")
+    tmp_side = sidecar_path(csv_path)
+    try:
+        model = load_model(opts.model)
+        if opts.progress:
+            from .sources import probe
+            report("total", int(probe(job.input).n_frames or 0))
+        prog = _Progress(report)
+        if opts.is_bfm:
+            from .bfm import track_video_bfm
+            summary = track_video_bfm(job.input, model, opts.cfg, csv_path, corr=opts.corr,
+                                      landmarks=opts.landmarks, on_frame=prog,
+                                      allow_truncated=opts.allow_truncated,
+                                      max_frames=opts.max_frames)
+        else:
+            from .track import TrackOutputs, track_video
+            summary, _ = track_video(job.input, model, opts.cfg,
+                                     TrackOutputs(csv_path, landmarks=opts.landmarks, arkit=opts.arkit),
+                                     progress=False, allow_truncated=opts.allow_truncated,
+                                     on_frame=prog, max_frames=opts.max_frames)
+        prog.flush()
+        if summary.interrupted:
+            _remove(csv_path, tmp_side)
+            raise KeyboardInterrupt
+        with open(tmp_side) as fh:
+            meta = json.load(fh)
+        meta["file_format"] = opts.fmt
+        meta["batch"] = {"input": job.rel, "fingerprint": job.fingerprint,
+                         "max_frames": opts.max_frames}
+        if opts.fmt == "parquet":
+            from .parquetout import csv_to_parquet
+            csv_to_parquet(csv_path, out, meta)
+            _remove(csv_path, tmp_side)
+        write_json_atomic(side, meta)
+        return FileOutcome("ok", summary.frames, summary.tracked_frames,
+                           time.perf_counter() - t0, worker=worker)
+    except InputError as e:
+        _remove(csv_path, tmp_side)
+        return FileOutcome("failed", seconds=time.perf_counter() - t0, error_kind="input",
+                           error=str(e).splitlines()[0] if str(e) else type(e).__name__,
+                           worker=worker)
+    except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
+        log.debug("%s failed", job.input, exc_info=True)
+        _remove(csv_path, tmp_side)
+        msg = (str(e).splitlines() or [""])[0]
+        return FileOutcome("failed", seconds=time.perf_counter() - t0, error_kind="crash",
+                           error=f"{type(e).__name__}: {msg}", worker=worker)
+
+
+# ------------------------------------------------------------------------------- the batch
+
+def run_settings(opts: BatchOptions) -> dict[str, Any]:
+    """The settings that go into every file's fingerprint."""
+    from . import __version__
+    from .smoothing import load_smoothing_config
+
+    st = os.stat(opts.model)
+    cfg = opts.cfg
+    return {"tool": __version__, "model": {"path": opts.model, "size": st.st_size,
+                                          "mtime_ns": st.st_mtime_ns},
+            "track": asdict(cfg),
+            "smoothing": asdict(load_smoothing_config()) if cfg.smooth != "none" else None,
+            "format": opts.fmt, "layout": "bfm257" if opts.is_bfm else "face3d",
+            "landmarks": opts.landmarks, "arkit": opts.arkit and not opts.is_bfm,
+            "max_frames": opts.max_frames, "allow_truncated": opts.allow_truncated}
+
+
+def plan_jobs(spec: str, opts: BatchOptions) -> list[FileJob]:
+    """Every input of ``spec`` as a :class:`FileJob` (outputs mirrored under ``opts.out_dir``)."""
+    from .manifest import job_fingerprint
+
+    root, files = discover_inputs(spec)
+    outs = output_paths(root, files, Path(opts.out_dir), opts.fmt)
+    settings = run_settings(opts)
+    return [FileJob(str(f.resolve()), f.relative_to(root).as_posix(), str(o.resolve()),
+                    job_fingerprint(f.stat(), settings), opts) for f, o in zip(files, outs)]
+
+
+def select_todo(jobs: list[FileJob], *, retry_failed: bool = False,
+                force: bool = False) -> tuple[list[FileJob], list[FileJob]]:
+    """Split ``jobs`` into ``(todo, skipped)`` (see the module docstring for the rules)."""
+    from .manifest import MANIFEST_NAME, latest_records, read_records
+
+    if force or not jobs:
+        return list(jobs), []
+    last = latest_records(read_records(Path(jobs[0].opts.out_dir) / MANIFEST_NAME))
+    todo, skipped = [], []
+    for j in jobs:
+        r = last.get(j.rel)
+        same_failure = (not retry_failed and r is not None and r.status == "failed"
+                        and r.error_kind == "input" and r.fingerprint == j.fingerprint)
+        (skipped if same_failure or is_done(j) else todo).append(j)
+    return todo, skipped
+
+
+def run_batch(jobs: list[FileJob], *, engine: str = "local", workers: int = 1,
+              address: str | None = None, retry_failed: bool = False, force: bool = False,
+              progress: bool = False,
+              on_failure: Callable[[FileJob, FileOutcome], None] | None = None) -> Any:
+    """Run the jobs, append the manifest, write ``summary.json``; returns a
+    :class:`tracker.manifest.BatchSummary`."""
+    from .engines import WorkerCrash, run_inline, run_local, run_ray
+    from .manifest import BatchSummary, FileRecord, ManifestWriter, write_summary
+
+    if not jobs:
+        raise InputError("no inputs")
+    out_dir = Path(jobs[0].opts.out_dir)
+    todo, skipped = select_todo(jobs, retry_failed=retry_failed, force=force)
+    bars = _Bars(len(todo), progress)
+    counts = {"ok": 0, "failed": 0, "frames": 0}
+    t0 = time.perf_counter()
+    if engine == "ray":
+        it = run_ray(process_file, todo, address=address, num_cpus=workers or None,
+                     on_progress=bars.on_progress)
+    elif workers == 0:
+        it = run_inline(process_file, todo, on_progress=bars.on_progress)
+    else:
+        it = run_local(process_file, todo, workers=workers, on_progress=bars.on_progress)
+    try:
+        with ManifestWriter(out_dir) as mw:
+            for i, res in it:
+                job = todo[i]
+                if isinstance(res, WorkerCrash):
+                    res = FileOutcome("failed", error_kind="crash", error=res.message)
+                counts[res.status] += 1
+                counts["frames"] += res.frames
+                mw.append(FileRecord(
+                    job.rel, os.path.relpath(job.output, out_dir) if res.status == "ok" else "",
+                    res.status, job.fingerprint, res.frames, res.tracked_frames,
+                    round(res.seconds, 3), res.error_kind, res.error, res.worker,
+                    datetime.now(timezone.utc).isoformat(timespec="seconds")))
+                bars.file_done(i, res)
+                if res.status == "failed" and on_failure:
+                    on_failure(job, res)
+    finally:
+        bars.close()
+    summary = BatchSummary(len(jobs), counts["ok"], counts["failed"], len(skipped),
+                           counts["frames"], time.perf_counter() - t0, engine,
+                           workers if engine == "local" else 0)
+    write_summary(out_dir, summary, {"finished_at": datetime.now(timezone.utc).isoformat(
+        timespec="seconds")})
+    return summary
+
+
+class _Bars:  # pragma: no cover - terminal only (disabled in tests)
+    """Two tqdm bars on stderr: files, and frames (total grows as files start)."""
+
+    def __init__(self, n_files: int, enabled: bool):
+        self.files = self.frames = None
+        self.seen: dict[int, int] = {}
+        if enabled and n_files:
+            from tqdm import tqdm
+            self.files = tqdm(total=n_files, unit="file", position=0, file=sys.stderr,
+                              dynamic_ncols=True)
+            self.frames = tqdm(total=0, unit="frame", position=1, file=sys.stderr,
+                               dynamic_ncols=True)
+
+    def on_progress(self, i: int, kind: str, value: int) -> None:
+        if self.frames is None:
+            return
+        if kind == "total":
+            self.frames.total = (self.frames.total or 0) + value
+            self.frames.refresh()
+        elif kind == "frames":
+            self.seen[i] = self.seen.get(i, 0) + value
+            self.frames.update(value)
+
+    def file_done(self, i: int, res: FileOutcome) -> None:
+        if self.files is None:
+            return
+        if self.frames is not None and res.frames > self.seen.get(i, 0):
+            self.frames.update(res.frames - self.seen.get(i, 0))
+        self.files.update(1)
+
+    def close(self) -> None:
+        for b in (self.frames, self.files):
+            if b is not None:
+                b.close()
+
+
+# ------------------------------------------------------------------------------- CLI
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from .cli import _add_track_options
+
+    p = subparsers.add_parser(
+        "batch", help="track a folder of videos into one coefficient file per video",
+        description=__doc__.split("\n\n")[0], epilog="Exit status: 0 all files ok or skipped; "
+        "3 some files failed (see DIR/manifest.jsonl); 1 usage error; 130 interrupted.")
+    p.add_argument("input", help="folder (searched recursively), quoted glob, or one video file")
+    p.add_argument("--out", required=True, help="output folder (mirrors the input folder)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel workers (default: CPU count; local engine: 0 = in this process)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local process pool (default) or Ray tasks")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (with --engine ray; default: a local Ray instance)")
+    p.add_argument("--format", dest="file_format", choices=("csv", "parquet"), default="csv",
+                   help="coefficient file format (default csv)")
+    p.add_argument("--landmarks", action="store_true", help="add projected 68-point columns")
+    p.add_argument("--arkit", action="store_true", help="add ARKit-52 columns (ICT model only)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="track at most N frames of each file (quick looks, subsets)")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="keep the decodable frames of truncated files instead of failing them")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="retry files that failed as unreadable in an earlier run")
+    p.add_argument("--force", action="store_true", help="redo every file, even finished ones")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show progress bars (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_track_options(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> BatchOptions:
+    """:class:`BatchOptions` from parsed CLI arguments (loads the model once to validate it)."""
+    from .cli import _config
+    from .facemodel import resolve_model_path
+
+    if args.max_faces is not None and args.max_faces < 1:
+        raise InputError("--max-faces must be at least 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError("--max-frames must be at least 1")
+    model_path = str(resolve_model_path(args.model).resolve())
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    opts = BatchOptions(str(Path(args.out).resolve()), model_path, _config(args), args.file_format,
+                        args.landmarks, args.arkit, args.max_frames, args.allow_truncated, progress)
+    return prepare_options(opts)
+
+
+def prepare_options(opts: BatchOptions) -> BatchOptions:
+    """Validate the model here, once, before any work; for BFM attach the correspondence."""
+    model = load_model(opts.model)
+    if opts.is_bfm and opts.corr is None:
+        from .bfm import bfm_correspondence
+        opts = replace(opts, corr=bfm_correspondence(model))
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    jobs = plan_jobs(args.input, opts)
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 0:
+        raise InputError("--workers must be >= 0")
+
+    def failed(job: FileJob, res: FileOutcome) -> None:
+        print(f"face3d batch: FAILED {job.rel}: {res.error}", file=sys.stderr)
+
+    try:
+        summary = run_batch(jobs, engine=args.engine, workers=workers, address=args.address,
+                            retry_failed=args.retry_failed, force=args.force,
+                            progress=opts.progress, on_failure=failed)
+    except KeyboardInterrupt:
+        print("face3d batch: interrupted; finished files are recorded in "
+              f"{Path(opts.out_dir) / 'manifest.jsonl'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary.line())
+    print(f"manifest: {Path(opts.out_dir) / 'manifest.jsonl'}")
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+__all__ = ["BatchOptions", "FileJob", "FileOutcome", "Face3dError", "add_parser", "discover_inputs",
+           "is_done", "output_paths", "plan_jobs", "process_file", "run", "run_batch",
+           "select_todo", "EXIT_PARTIAL"]
