@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RenderBench:
     """Wall-clock medians (``*_ms``) and 90th percentiles (``*_p90_ms``), and the median process
-    CPU time (``*_cpu_ms``, all threads) in milliseconds. Wall time well above CPU time / threads
-    means other processes held the cores (see ``loadavg_1min``)."""
+    CPU time (``*_cpu_ms``, all threads; approximate with several threads, whose time Linux adds
+    at scheduler ticks) in milliseconds. Wall time far above CPU time means other processes held
+    the cores (see ``loadavg_1min``). Under such contention numba's default OpenMP layer spins at
+    its barriers: ``OMP_WAIT_POLICY=passive`` or ``NUMBA_THREADING_LAYER=workqueue`` (set before
+    numba starts its threads — a process-wide choice) or ``--threads 1`` keep it steady."""
 
     region: str
     height: int
@@ -154,7 +157,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """``face3d bench-render``: time the numba renderer on the ICT face region."""
     p = subparsers.add_parser("bench-render", help="time the CPU renderer on the ICT face at 512x512")
     p.add_argument("--model", default=None, help="ICT npz (default: $FACE3D_MODEL or the user cache)")
-    p.add_argument("--size", type=int, default=512, help="image width and height in pixels")
+    p.add_argument("--size", type=int, default=512, help="image width and height in pixels (>= 16)")
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--region", choices=("face", "narrow"), default="face")
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all cores)")
