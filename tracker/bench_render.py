@@ -123,8 +123,8 @@ def _bench(model: FaceModel, size: int, repeats: int, region: str) -> RenderBenc
     from kernels.raster import interpolate, rasterize
     from kernels.shading import default_gamma, sh_shade, vertex_normals
 
-    if repeats < 1:
-        raise ValueError("repeats must be >= 1")
+    if repeats < 1 or size < 16:
+        raise ValueError(f"need repeats >= 1 and size >= 16, got {repeats}, {size}")
     cam, x, tris = face_scene(model, size, region)
     pos = clip_from_camera(cam, x)
     res = (cam.height, cam.width)
