@@ -116,81 +116,130 @@ def residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy):
 
 
 @njit(cache=True)
+def _linearize(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, jac, res):
+    """Fill ``res (2P,)`` and the transposed Jacobian ``jac (6 + Ef, 2P)`` at (rot, t, e)."""
+    p = points.shape[0]
+    ne = e.shape[0]
+    nf = free.shape[0]
+    for j in range(p):
+        xm0 = points[j, 0]
+        xm1 = points[j, 1]
+        xm2 = points[j, 2]
+        for k in range(ne):
+            ek = e[k]
+            if ek != 0.0:
+                xm0 += exp_basis[j, 0, k] * ek
+                xm1 += exp_basis[j, 1, k] * ek
+                xm2 += exp_basis[j, 2, k] * ek
+        q0 = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2
+        q1 = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2
+        q2 = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2
+        x = q0 + t[0]
+        y = q1 + t[1]
+        z = q2 + t[2]
+        iz = 1.0 / -z
+        s = sw[j]
+        r0 = 2 * j
+        r1 = 2 * j + 1
+        res[r0] = s * (cx + fx * x * iz - target[j, 0])
+        res[r1] = s * (cy - fy * y * iz - target[j, 1])
+        # projection Jacobian rows (scaled): du/dX = [a00, 0, a02], dv/dX = [0, a11, a12]
+        a00 = s * fx * iz
+        a02 = s * fx * x * iz * iz
+        a11 = -s * fy * iz
+        a12 = -s * fy * y * iz * iz
+        # rotation columns: dX/dδ = -[q]x → columns (0,-q2,q1), (q2,0,-q0), (-q1,q0,0)
+        jac[0, r0] = a02 * q1
+        jac[1, r0] = a00 * q2 - a02 * q0
+        jac[2, r0] = -a00 * q1
+        jac[0, r1] = -a11 * q2 + a12 * q1
+        jac[1, r1] = -a12 * q0
+        jac[2, r1] = a11 * q0
+        jac[3, r0] = a00
+        jac[4, r0] = 0.0
+        jac[5, r0] = a02
+        jac[3, r1] = 0.0
+        jac[4, r1] = a11
+        jac[5, r1] = a12
+        # expression columns: A R E_j
+        b00 = a00 * rot[0, 0] + a02 * rot[2, 0]
+        b01 = a00 * rot[0, 1] + a02 * rot[2, 1]
+        b02 = a00 * rot[0, 2] + a02 * rot[2, 2]
+        b10 = a11 * rot[1, 0] + a12 * rot[2, 0]
+        b11 = a11 * rot[1, 1] + a12 * rot[2, 1]
+        b12 = a11 * rot[1, 2] + a12 * rot[2, 2]
+        for m in range(nf):
+            k = free[m]
+            e0 = exp_basis[j, 0, k]
+            e1 = exp_basis[j, 1, k]
+            e2 = exp_basis[j, 2, k]
+            jac[6 + m, r0] = b00 * e0 + b01 * e1 + b02 * e2
+            jac[6 + m, r1] = b10 * e0 + b11 * e1 + b12 * e2
+
+
+@njit(cache=True)
+def _objective(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e_prev, lam_e, lam_t):
+    """Weighted data term plus the expression priors (the quantity LM decreases)."""
+    p = points.shape[0]
+    ne = e.shape[0]
+    acc = 0.0
+    for j in range(p):
+        xm0 = points[j, 0]
+        xm1 = points[j, 1]
+        xm2 = points[j, 2]
+        for k in range(ne):
+            ek = e[k]
+            if ek != 0.0:
+                xm0 += exp_basis[j, 0, k] * ek
+                xm1 += exp_basis[j, 1, k] * ek
+                xm2 += exp_basis[j, 2, k] * ek
+        x = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2 + t[0]
+        y = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2 + t[1]
+        z = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2 + t[2]
+        if z >= 0.0:
+            return np.inf
+        iz = 1.0 / -z
+        s = sw[j]
+        du = s * (cx + fx * x * iz - target[j, 0])
+        dv = s * (cy - fy * y * iz - target[j, 1])
+        acc += du * du + dv * dv
+    for m in range(free.shape[0]):
+        k = free[m]
+        d = e[k] - e_prev[k]
+        acc += lam_e[k] * e[k] * e[k] + lam_t * d * d
+    return acc
+
+
+@njit(cache=True)
 def gn_pose_expression(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e_prev,
                        lam_e, lam_t, damping, lo, hi, n_iter):
-    """Run ``n_iter`` projected Gauss-Newton steps in place on ``rot (3, 3)``, ``t (3,)``, ``e (E,)``.
+    """Levenberg-Marquardt on pose and bounded weights, in place on ``rot (3, 3)``, ``t (3,)``,
+    ``e (E,)``; returns the RMS pixel residual at the end.
 
     ``points (P, 3)``: the identity's neutral points; ``exp_basis (P, 3, E)``; ``free (Ef,)``
     indices of the fitted weights (others held); ``sw (P,)`` per-point residual scale
-    (sqrt(weight) / (σ · iod)); ``target (P, 2)`` pixels; bounds ``[lo, hi]`` on the weights.
+    (sqrt(weight) / (σ · iod)); ``target (P, 2)`` pixels; ``lam_e (E,)`` per-weight L2 prior,
+    ``lam_t`` pull toward ``e_prev``; bounds ``[lo, hi]`` on the weights. ``n_iter`` Jacobian
+    evaluations at most; ``damping`` the initial Marquardt factor (``H + λ diag(H)``). A step is
+    taken only if it lowers the objective (data + priors); otherwise λ grows and the step is
+    re-solved, so the objective never increases. Bounds: weights at a bound whose gradient pushes
+    outward are held for the step (active set); the rest are clipped after it.
     """
     p = points.shape[0]
-    ne = e.shape[0]
     nf = free.shape[0]
     n = 6 + nf
     jac = np.empty((n, 2 * p))  # transposed: rows are parameters (contiguous dot products)
     res = np.empty(2 * p)
+    lam = damping
+    f0 = _objective(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e_prev, lam_e, lam_t)
+    e_try = e.copy()
     for _it in range(n_iter):
-        for j in range(p):
-            xm0 = points[j, 0]
-            xm1 = points[j, 1]
-            xm2 = points[j, 2]
-            for k in range(ne):
-                ek = e[k]
-                if ek != 0.0:
-                    xm0 += exp_basis[j, 0, k] * ek
-                    xm1 += exp_basis[j, 1, k] * ek
-                    xm2 += exp_basis[j, 2, k] * ek
-            q0 = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2
-            q1 = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2
-            q2 = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2
-            x = q0 + t[0]
-            y = q1 + t[1]
-            z = q2 + t[2]
-            iz = 1.0 / -z
-            s = sw[j]
-            res[2 * j] = s * (cx + fx * x * iz - target[j, 0])
-            res[2 * j + 1] = s * (cy - fy * y * iz - target[j, 1])
-            # projection Jacobian rows (scaled)
-            a00 = s * fx * iz
-            a02 = s * fx * x * iz * iz
-            a11 = -s * fy * iz
-            a12 = -s * fy * y * iz * iz
-            # rotation columns: dX/dδ = -[q]x  → columns (0,-q2,q1), (q2,0,-q0), (-q1,q0,0)
-            r0 = 2 * j
-            r1 = 2 * j + 1
-            jac[0, r0] = a02 * q1
-            jac[1, r0] = a00 * q2 - a02 * q0
-            jac[2, r0] = -a00 * q1
-            jac[0, r1] = -a11 * q2 + a12 * q1
-            jac[1, r1] = -a12 * q0
-            jac[2, r1] = a11 * q0
-            jac[3, r0] = a00
-            jac[4, r0] = 0.0
-            jac[5, r0] = a02
-            jac[3, r1] = 0.0
-            jac[4, r1] = a11
-            jac[5, r1] = a12
-            # expression columns: A R E_j
-            b00 = a00 * rot[0, 0] + a02 * rot[2, 0]
-            b01 = a00 * rot[0, 1] + a02 * rot[2, 1]
-            b02 = a00 * rot[0, 2] + a02 * rot[2, 2]
-            b10 = a11 * rot[1, 0] + a12 * rot[2, 0]
-            b11 = a11 * rot[1, 1] + a12 * rot[2, 1]
-            b12 = a11 * rot[1, 2] + a12 * rot[2, 2]
-            for m in range(nf):
-                k = free[m]
-                e0 = exp_basis[j, 0, k]
-                e1 = exp_basis[j, 1, k]
-                e2 = exp_basis[j, 2, k]
-                jac[6 + m, r0] = b00 * e0 + b01 * e1 + b02 * e2
-                jac[6 + m, r1] = b10 * e0 + b11 * e1 + b12 * e2
+        _linearize(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, jac, res)
         h, g = _normal_equations(jac, res)
         for m in range(nf):
             k = free[m]
-            h[6 + m, 6 + m] += lam_e + lam_t
-            g[6 + m] += lam_e * e[k] + lam_t * (e[k] - e_prev[k])
-        # active set: weights at a bound whose gradient pushes outward are held
+            h[6 + m, 6 + m] += lam_e[k] + lam_t
+            g[6 + m] += lam_e[k] * e[k] + lam_t * (e[k] - e_prev[k])
         act = np.ones(n, np.bool_)
         na = n
         for m in range(nf):
@@ -204,28 +253,41 @@ def gn_pose_expression(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot,
             if act[i]:
                 idx[c] = i
                 c += 1
-        hh = np.empty((na, na))
-        gg = np.empty(na)
-        for a in range(na):
-            gg[a] = -g[idx[a]]
-            for b in range(na):
-                hh[a, b] = h[idx[a], idx[b]]
-            hh[a, a] = hh[a, a] * (1.0 + damping) + 1e-9
-        sol = _cholesky_solve(hh, gg)
-        step = np.zeros(n)
-        for a in range(na):
-            step[idx[a]] = sol[a]
-        dr = _rodrigues(step[0:3])
-        rot[:, :] = dr @ rot
-        t[0] += step[3]
-        t[1] += step[4]
-        t[2] += step[5]
-        for m in range(nf):
-            k = free[m]
-            v = e[k] + step[6 + m]
-            if v < lo:
-                v = lo
-            elif v > hi:
-                v = hi
-            e[k] = v
+        accepted = False
+        for _try in range(8):
+            hh = np.empty((na, na))
+            gg = np.empty(na)
+            for a in range(na):
+                gg[a] = -g[idx[a]]
+                for b in range(na):
+                    hh[a, b] = h[idx[a], idx[b]]
+                hh[a, a] = hh[a, a] * (1.0 + lam) + 1e-9
+            sol = _cholesky_solve(hh, gg)
+            step = np.zeros(n)
+            for a in range(na):
+                step[idx[a]] = sol[a]
+            rot_try = _rodrigues(step[0:3]) @ rot
+            t_try = t + step[3:6]
+            for m in range(nf):
+                k = free[m]
+                v = e[k] + step[6 + m]
+                if v < lo:
+                    v = lo
+                elif v > hi:
+                    v = hi
+                e_try[k] = v
+            f1 = _objective(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot_try, t_try,
+                            e_try, e_prev, lam_e, lam_t)
+            if f1 <= f0:
+                rot[:, :] = rot_try
+                t[:] = t_try
+                e[:] = e_try
+                decrease = f0 - f1
+                f0 = f1
+                lam = max(lam / 3.0, 1e-7)
+                accepted = True
+                break
+            lam *= 4.0
+        if not accepted or decrease <= 1e-9 * (f0 + 1.0):
+            break
     return residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy)

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MediaPipe canonical_face_model.obj (default: beside $FACE3D_MODEL's shared folder)")
     c.add_argument("--model", help="face model npz")
     c.add_argument("--out-dir", default=None, help="where to write the tables (default: the package data)")
+    c.add_argument("--refine", nargs="*", default=(), metavar="VIDEO",
+                   help="refine the upper-face points on these videos (tracker/calibrate.py)")
+    c.add_argument("--stride", type=int, default=2, help="use every n-th frame when refining")
+    c.add_argument("--rounds", type=int, default=3, help="refinement rounds")
     c.set_defaults(model_func=cmd_correspondence)
 
     for mod in _optional_commands():
@@ -174,13 +178,23 @@ def cmd_correspondence(args: argparse.Namespace) -> int:
     if canon is None:
         canon = resolve_model_path(args.model).parents[1] / "mediapipe" / "canonical_face_model.obj"
     corr, mp68, rep = build_correspondence(model, canon)
+    lines = [f"Built by: face3d model correspondence (tracker/correspondence.py) from "
+             f"{Path(canon).name} and ICT-FaceKit {model.version}",
+             "Geometric fit: " + ", ".join(f"{k}={v:.3f}" for k, v in rep.items())]
+    if args.refine:
+        from .calibrate import refine_on_videos
+        corr, stats = refine_on_videos(model, corr, list(args.refine), stride=args.stride,
+                                       rounds=args.rounds)
+        lines.append("Refined (tracker/calibrate.py, upper face only) on: "
+                     + ", ".join(Path(v).name for v in args.refine)
+                     + f"; every {args.stride}th frame, {args.rounds} rounds")
+        lines.append("Median / p95 point move per round (mm): "
+                     + "; ".join(f"{s['median_offset_mm']:.2f} / {s['p95_offset_mm']:.2f}" for s in stats))
     out_dir = Path(args.out_dir) if args.out_dir else TABLE_MP_TO_ICT.parent
-    comment = ("Built by: face3d model correspondence (tracker/correspondence.py)\n"
-               f"Inputs: {Path(canon).name}, ICT-FaceKit {model.version}\n"
-               + "Fit: " + ", ".join(f"{k}={v:.3f}" for k, v in rep.items()))
-    write_tables(corr, mp68, comment, out_dir / TABLE_MP_TO_ICT.name, out_dir / TABLE_ICT68_ON_MP.name)
-    for k, v in rep.items():
-        print(f"{k}: {v:.3f}")
+    write_tables(corr, mp68, "\n".join(lines), out_dir / TABLE_MP_TO_ICT.name,
+                 out_dir / TABLE_ICT68_ON_MP.name)
+    for line in lines:
+        print(line)
     print(f"wrote {out_dir / TABLE_MP_TO_ICT.name} and {out_dir / TABLE_ICT68_ON_MP.name}")
     return 0
 

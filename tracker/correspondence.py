@@ -10,8 +10,9 @@ How the table is built (``face3d model correspondence``, provenance in
    subnasale, mouth corners, lip midpoints, chin), then refined by a trimmed similarity ICP
    against the ICT front-face surface.
 2. Every MediaPipe point goes to its closest point on the ICT front face; points on the eyelid
-   margins and the inner lip line snap to the matching ICT boundary loop (the edge where the face
-   part meets the eye or mouth socket), so blinks and mouth opening close the same gaps in both.
+   margins snap to the matching eye-opening boundary loop, and the inner lip points to the lines
+   where ICT's lips meet at rest (:func:`lip_contact_lines`; the mouth opening's boundary loop lies
+   a centimetre inside the mouth), so blinks and mouth opening close the same gaps in both.
 3. Optionally (``refine_offsets``) the surface points move by the mean residual of fits to real
    or rendered frames (see :mod:`tracker.calibrate`).
 
@@ -187,42 +188,10 @@ def build_correspondence(model: FaceModel, canonical_obj: str | os.PathLike[str]
         group[i] = "brow"
     for i in LIPS_OUTER:
         group[i] = "lips_outer"
-    # Snap the eyelid margins and the inner lip line onto the socket boundary loops, upper and
-    # lower halves separately (at rest the two lips touch: a lower-lip point must not land on the
-    # upper lip). A loop vertex is "moving" when jawOpen / eyeBlink moves it down by more than 30%
-    # of the loop's largest motion: lower lip for the mouth, upper lid for the eyes.
-    bnd = _socket_boundaries(model)
-    jaw = model.exp_basis[model.exp_names.index("jawOpen"), :, 1]
-    blink = {"eye_left": model.exp_basis[model.exp_names.index("eyeBlink_L"), :, 1],
-             "eye_right": model.exp_basis[model.exp_names.index("eyeBlink_R"), :, 1]}
-    snaps = [(LIPS_INNER_UPPER, "mouth", False, "lips_inner"),
-             (LIPS_INNER_LOWER, "mouth", True, "lips_inner"),
-             (EYE_R_UPPER, "eye_right", True, "eye_lid"),
-             (EYE_R_LOWER, "eye_right", False, "eye_lid"),
-             (EYE_L_UPPER, "eye_left", True, "eye_lid"),
-             (EYE_L_LOWER, "eye_left", False, "eye_lid"),
-             (EYE_R_CORNERS, "eye_right", None, "eye_lid"),
-             (EYE_L_CORNERS, "eye_left", None, "eye_lid")]
-    edge_tri = _edge_triangle_lookup(faces)
-    for ids, sock, moving, name in snaps:
-        edges = bnd[sock]
-        if len(edges) == 0:
-            raise ModelError(f"ICT model has no {sock} boundary on the front face")
-        if moving is not None:
-            dy = jaw if sock == "mouth" else blink[sock]
-            mv = dy < 0.3 * dy[np.unique(edges)].min()
-            sel = mv[edges].all(1) if moving else (~mv[edges]).all(1)
-            edges = edges[sel]
+    # Snap the eyelid margins and the inner lip line onto the socket boundary loops.
+    for name, ids, edges in contour_snaps(model):
         for i in ids:
-            j, tt, q = closest_point_on_edges(x[i], ict_v, edges)
-            a, b = int(edges[j, 0]), int(edges[j, 1])
-            f = faces[edge_tri[(min(a, b), max(a, b))]]
-            w = np.zeros(3)
-            w[list(f).index(a)] = 1.0 - tt
-            w[list(f).index(b)] = tt
-            vids[i] = f
-            bary[i] = w
-            cp[i] = q
+            vids[i], bary[i], cp[i] = snap_to_edges(x[i], ict_v, edges)
             group[i] = name
     corr = Correspondence(np.arange(468, dtype=np.int64), vids, bary.astype(np.float32), tuple(group))
     # ICT 68 → MediaPipe canonical surface (in the aligned frame).
@@ -241,12 +210,83 @@ def build_correspondence(model: FaceModel, canonical_obj: str | os.PathLike[str]
     return corr, mp68, report
 
 
-def _edge_triangle_lookup(faces: np.ndarray) -> dict[tuple[int, int], int]:
-    out: dict[tuple[int, int], int] = {}
-    for k, (a, b, c) in enumerate(faces.tolist()):
-        for u, v in ((a, b), (b, c), (c, a)):
-            out.setdefault((min(u, v), max(u, v)), k)
+def contour_snaps(model: FaceModel) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    """``(group, MediaPipe ids, segments)`` for the points that live on a contour.
+
+    Inner lip points go to the lips' contact lines (:func:`lip_contact_lines`), upper and lower
+    separately. Eyelid points go to the eye opening's boundary loop, upper and lower halves
+    separately: a loop vertex is "moving" (upper lid) when eyeBlink moves it down by more than
+    30% of the loop's largest motion.
+    """
+    bnd = _socket_boundaries(model)
+    blink = {"eye_left": model.exp_basis[model.exp_names.index("eyeBlink_L"), :, 1],
+             "eye_right": model.exp_basis[model.exp_names.index("eyeBlink_R"), :, 1]}
+    up, lo = lip_contact_lines(model)
+    out = [("lips_inner", LIPS_INNER_UPPER, np.stack([up[:-1], up[1:]], 1)),
+           ("lips_inner", LIPS_INNER_LOWER, np.stack([lo[:-1], lo[1:]], 1))]
+    spec = [(EYE_R_UPPER, "eye_right", True, "eye_lid"),
+            (EYE_R_LOWER, "eye_right", False, "eye_lid"),
+            (EYE_L_UPPER, "eye_left", True, "eye_lid"),
+            (EYE_L_LOWER, "eye_left", False, "eye_lid"),
+            (EYE_R_CORNERS, "eye_right", None, "eye_lid"),
+            (EYE_L_CORNERS, "eye_left", None, "eye_lid")]
+    for ids, sock, moving, name in spec:
+        edges = bnd[sock]
+        if len(edges) == 0:
+            raise ModelError(f"ICT model has no {sock} boundary on the front face")
+        if moving is not None:
+            dy = blink[sock]
+            mv = dy < 0.3 * dy[np.unique(edges)].min()
+            edges = edges[mv[edges].all(1) if moving else (~mv[edges]).all(1)]
+        out.append((name, ids, edges))
     return out
+
+
+def snap_to_edges(p: np.ndarray, verts: np.ndarray,
+                  edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closest point of ``p`` on segments ``edges (n, 2)`` (vertex ids, not necessarily mesh
+    edges) as (three vertex ids, weights, point); the third weight is 0."""
+    j, tt, q = closest_point_on_edges(p, verts, edges)
+    a, b = int(edges[j, 0]), int(edges[j, 1])
+    return np.array([a, b, a], np.int64), np.array([1.0 - tt, tt, 0.0]), q
+
+
+def lip_contact_lines(model: FaceModel, bin_m: float = 0.0015) -> tuple[np.ndarray, np.ndarray]:
+    """The lines where the lips meet at rest, as polylines of vertex ids (upper, lower), ordered
+    by x.
+
+    Contact vertices are front-face vertices near the mouth that have a partner on the other lip
+    within 1.5 mm at rest which jawOpen separates by more than 5 mm. The contact band runs back
+    into the mouth; the visible line (what MediaPipe calls the inner lip contour) is its front
+    edge, so per ``bin_m`` slice of x the most anterior (largest z) vertex is kept.
+    """
+    from scipy.spatial import cKDTree
+
+    v = model.neutral.astype(np.float64)
+    jaw = v + model.exp_basis[model.exp_names.index("jawOpen")]
+    lm = v[model.lmk68_idx]
+    centre = lm[[60, 62, 64, 66]].mean(0)
+    vs = np.unique(front_face_triangles(model))
+    cand = vs[np.linalg.norm(v[vs] - centre, axis=1) < 0.05]
+    pairs = np.array(sorted(cKDTree(v[cand]).query_pairs(0.0015)), np.int64).reshape(-1, 2)
+    a, b = cand[pairs[:, 0]], cand[pairs[:, 1]]
+    sep = np.linalg.norm(jaw[a] - jaw[b], axis=1) > 0.005
+    a, b = a[sep], b[sep]
+    drop_a = jaw[a, 1] - v[a, 1]
+    drop_b = jaw[b, 1] - v[b, 1]
+    upper = np.unique(np.where(drop_a > drop_b, a, b))
+    lower = np.unique(np.where(drop_a > drop_b, b, a))
+
+    def front_line(ids: np.ndarray) -> np.ndarray:
+        k = np.floor(v[ids, 0] / bin_m).astype(np.int64)
+        out = []
+        for kk in np.unique(k):
+            sel = ids[k == kk]
+            out.append(sel[np.argmax(v[sel, 2])])
+        out = np.array(out)
+        return out[np.argsort(v[out, 0])]
+
+    return front_line(upper), front_line(lower)
 
 
 # ---------------------------------------------------------------- storage (CSV, committed tables)

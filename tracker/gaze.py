@@ -1,8 +1,9 @@
 """Eye gaze from MediaPipe's iris centres into ARKit's eyeLook* weights.
 
 ICT's eyeLook* blendshapes only deform the eyelids; the eyeballs rotate rigidly. So gaze is solved
-as two eye rotations: each eyeball is a rigid body turning about its centre ``c`` (mean of the
-eyeball vertices), carrying the iris centre ``c + d`` (mean of the iris vertices). For each eye the
+as two eye rotations: each eyeball is a rigid body turning about its centre ``c`` (sphere fit to
+the sclera), carrying the iris centre ``c + d`` (``d`` along model +z at rest, see
+:func:`make_eye_basis`). For each eye the
 angles ``(yaw, pitch)`` with ``R_eye = Ry(yaw) Rx(pitch)`` in model axes are found so that the
 rotated iris centre lies on the camera ray through MediaPipe's (468 = the subject's right iris,
 473 = left), given the head pose (closed form, see :func:`solve_gaze`).
@@ -37,18 +38,34 @@ class EyeBasis:
     iris_id: np.ndarray
 
 
+IRIS_RADIUS_M = 0.006
+"""Radius of the human iris (about 6 mm): the iris centre sits ``sqrt(r² − 6 mm²)`` in front of the
+eyeball centre, ``r`` the eyeball's radius."""
+
+
+def _sphere_fit(p: np.ndarray) -> tuple[np.ndarray, float]:
+    a = np.c_[2.0 * p, np.ones(len(p))]
+    x = np.linalg.lstsq(a, (p * p).sum(1), rcond=None)[0]
+    c = x[:3]
+    return c, float(np.sqrt(x[3] + c @ c))
+
+
 def make_eye_basis(model: FaceModel) -> EyeBasis:
+    """Eyeball centres from a sphere fit to each sclera; rest gaze along model +z.
+
+    (ICT's eye sub-part ranges put vertices all around the eyeball in "iris", so the iris centre
+    is placed geometrically: on the eye's +z axis at the depth of a 6 mm-radius iris disk.)
+    """
     ranges = dict(zip(model.eye_subpart_names, model.eye_subpart_vertex_range))
-    c, cid, ir, irid = [], [], [], []
-    for side, part, iris in (("R", "eyeball_right", "iris_right"), ("L", "eyeball_left", "iris_left")):
-        v = model.part_vertices(part)
-        lo, hi = ranges[iris]
-        c.append(model.neutral[v].mean(0))
-        cid.append(model.id_basis[:, v].mean(1))
-        ir.append(model.neutral[lo:hi].mean(0))
-        irid.append(model.id_basis[:, lo:hi].mean(1))
-    return EyeBasis(np.array(c, np.float64), np.stack(cid, 1).astype(np.float64),
-                    np.array(ir, np.float64), np.stack(irid, 1).astype(np.float64))
+    c, cid, ir = [], [], []
+    for side in ("right", "left"):
+        lo, hi = ranges[f"sclera_{side}"]
+        centre, r = _sphere_fit(model.neutral[lo:hi].astype(np.float64))
+        c.append(centre)
+        cid.append(model.id_basis[:, lo:hi].astype(np.float64).mean(1))
+        ir.append(centre + np.array([0.0, 0.0, np.sqrt(max(r * r - IRIS_RADIUS_M ** 2, 1e-8))]))
+    cid_a = np.stack(cid, 1)
+    return EyeBasis(np.array(c), cid_a, np.array(ir), cid_a.copy())
 
 
 def _yaw_pitch(u: np.ndarray) -> np.ndarray:
