@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from .errors import Face3dError, InputError
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def process_file(job: FileJob, report: Callable[[str, int], None]) -> FileOutcom
             report("total", int(probe(job.input).n_frames or 0))
         prog = _Progress(report)
         if opts.is_bfm:
-            from .bfm import track_video_bfm
+            from .bfm_track import track_video_bfm
             summary = track_video_bfm(job.input, model, opts.cfg, csv_path, corr=opts.corr,
                                       landmarks=opts.landmarks, on_frame=prog,
                                       allow_truncated=opts.allow_truncated,
@@ -275,7 +276,9 @@ def run_settings(opts: BatchOptions) -> dict[str, Any]:
             "smoothing": asdict(load_smoothing_config()) if cfg.smooth != "none" else None,
             "format": opts.fmt, "layout": "bfm257" if opts.is_bfm else "face3d",
             "landmarks": opts.landmarks, "arkit": opts.arkit and not opts.is_bfm,
-            "max_frames": opts.max_frames, "allow_truncated": opts.allow_truncated}
+            "max_frames": opts.max_frames, "allow_truncated": opts.allow_truncated,
+            "correspondence": None if opts.corr is None else hashlib.sha256(
+                opts.corr.vertex_ids.tobytes() + opts.corr.bary.tobytes()).hexdigest()[:16]}
 
 
 def plan_jobs(spec: str, opts: BatchOptions) -> list[FileJob]:
@@ -423,6 +426,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show progress bars (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--canonical", default=None,
+                   help="MediaPipe canonical_face_model.obj, needed with a BFM model (default: "
+                        "$FACE3D_CANONICAL, else beside $FACE3D_MODEL's shared folder)")
     _add_track_options(p)
     p.set_defaults(func=run)
     return p
@@ -441,15 +447,16 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     opts = BatchOptions(str(Path(args.out).resolve()), model_path, _config(args), args.file_format,
                         args.landmarks, args.arkit, args.max_frames, args.allow_truncated, progress)
-    return prepare_options(opts)
+    return prepare_options(opts, args.canonical)
 
 
-def prepare_options(opts: BatchOptions) -> BatchOptions:
-    """Validate the model here, once, before any work; for BFM attach the correspondence."""
+def prepare_options(opts: BatchOptions, canonical: str | None = None) -> BatchOptions:
+    """Validate the model here, once, before any work; for BFM attach the correspondence (built
+    from MediaPipe's ``canonical`` mesh, see :func:`tracker.bfm.default_canonical_path`)."""
     model = load_model(opts.model)
     if opts.is_bfm and opts.corr is None:
         from .bfm import bfm_correspondence
-        opts = replace(opts, corr=bfm_correspondence(model))
+        opts = replace(opts, corr=bfm_correspondence(model, canonical))
     return opts
 
 
@@ -476,6 +483,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
-__all__ = ["BatchOptions", "FileJob", "FileOutcome", "Face3dError", "add_parser", "discover_inputs",
+__all__ = ["BatchOptions", "FileJob", "FileOutcome", "add_parser", "discover_inputs",
            "is_done", "output_paths", "plan_jobs", "process_file", "run", "run_batch",
            "select_todo", "EXIT_PARTIAL"]
