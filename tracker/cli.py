@@ -85,7 +85,7 @@ def _optional_commands() -> list[object]:
 
     mods = []
     for name in ("tracker.synth_cli", "tracker.serve", "tracker.batch", "tracker.bench",
-                 "trainer.cli"):
+                 "tracker.bench_render", "trainer.cli"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
@@ -199,7 +199,18 @@ def cmd_correspondence(args: argparse.Namespace) -> int:
     return 0
 
 
+def runtime_setup() -> None:
+    """Process-wide settings for the CLI, applied before numeric libraries start their threads.
+
+    ``OMP_WAIT_POLICY=PASSIVE``: numba's OpenMP workers otherwise spin at barriers, which on a
+    2-core machine shared with MediaPipe's and PyAV's threads turned a 1.4 ms rasterization into
+    8–50 ms (tracker/bench_render.py). Values already set by the user win.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    runtime_setup()
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,

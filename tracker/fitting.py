@@ -75,7 +75,7 @@ class FitConfig:
     id_prior: float = 30.0
     id_frames: int = 40
     id_rounds: int = 3
-    id_mouth_closed: float = 10.0
+    id_mouth_closed: float = 300.0
     weight_surface: float = 1.0
     weight_eye_lid: float = 2.0
     weight_lips_inner: float = 2.0

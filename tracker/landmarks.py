@@ -53,8 +53,18 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
             os.dup2(null.fileno(), 2)
             yield
     finally:
+        _flush_c_stdio()  # the chatter sits in C stdio buffers; flush it into /dev/null
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 class LandmarkDetector:
@@ -79,6 +89,9 @@ class LandmarkDetector:
                                   refine_landmarks=True,
                                   min_detection_confidence=min_detection_confidence,
                                   min_tracking_confidence=min_tracking_confidence)
+            # the graph opens its calculators (and loads the TFLite models) on background
+            # threads; wait for that inside the quiet window
+            self._mesh._graph.wait_until_idle()  # noqa: SLF001
         self._last_us = -1
         self._calls = 0
 
