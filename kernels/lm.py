@@ -1,6 +1,7 @@
 """Gauss-Newton / Levenberg-Marquardt iterations for pose + bounded blendshape weights (numba).
 
-Plain contiguous float64 arrays in, no Python objects; the maths is documented in
+Plain contiguous float64 arrays in, no Python objects; the kernels release the GIL (``nogil``)
+so fitting overlaps MediaPipe and decoding in other threads; the maths is documented in
 :mod:`tracker.fitting` (which owns the numpy reference :func:`tracker.fitting.fit_frame_numpy`).
 
 Parameters ``x = (δ (3), t (3), e_free (Ef))``; the rotation is updated on the left,
@@ -13,7 +14,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, nogil=True)
 def _rodrigues(w: np.ndarray) -> np.ndarray:
     th = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
     r = np.eye(3)
@@ -40,7 +41,7 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
     return r
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, nogil=True)
 def _normal_equations(jt: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(Jᵀ J, Jᵀ r)`` from the transposed Jacobian ``jt (n, m)`` (no BLAS: no thread pools)."""
     n, m = jt.shape
@@ -60,7 +61,7 @@ def _normal_equations(jt: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.n
     return h, g
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve ``a x = b`` for symmetric positive definite ``a`` (small; no LAPACK threads)."""
     n = a.shape[0]
@@ -89,7 +90,7 @@ def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy):
     """RMS pixel distance between projected model points and ``target`` ``(P, 2)``."""
     p = points.shape[0]
@@ -115,7 +116,7 @@ def residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy):
     return np.sqrt(acc / p)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _linearize(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, jac, res):
     """Fill ``res (2P,)`` and the transposed Jacobian ``jac (6 + Ef, 2P)`` at (rot, t, e)."""
     p = points.shape[0]
@@ -177,7 +178,7 @@ def _linearize(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, j
             jac[6 + m, r1] = b10 * e0 + b11 * e1 + b12 * e2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _objective(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e_prev, lam_e, lam_t):
     """Weighted data term plus the expression priors (the quantity LM decreases)."""
     p = points.shape[0]
@@ -210,7 +211,7 @@ def _objective(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e
     return acc
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gn_pose_expression(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e_prev,
                        lam_e, lam_t, damping, lo, hi, n_iter):
     """Levenberg-Marquardt on pose and bounded weights, in place on ``rot (3, 3)``, ``t (3,)``,

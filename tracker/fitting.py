@@ -319,20 +319,24 @@ def fit_identity(basis: FitBasis, cam: Camera, targets: list[np.ndarray], iods: 
     jc = (basis.id_basis[:, up] - basis.id_basis[:, lo]).transpose(1, 2, 0).reshape(-1, ni)
     jc = jc * (np.sqrt(cfg.id_mouth_closed) / (cfg.sigma * basis.model_iod))
     hc = jc.T @ jc
+    bt = idb.reshape(-1, ni)  # (3P, I): rows (point, axis)
     for _ in range(2):
-        h = np.eye(ni) * cfg.id_prior + hc
-        g = cfg.id_prior * alpha + hc @ alpha
         pts = identity_points(basis, alpha)
+        # J_f = A_f R_f B, so Σ_f J_fᵀ J_f = Σ_j B_jᵀ (Σ_f M_fj) B_j with 3x3 blocks M_fj:
+        # accumulate the blocks over frames, then one product (cost independent of frame count)
+        mblk = np.zeros((len(pts), 3, 3))
+        gvec = np.zeros((len(pts), 3))
         for tgt, iod, p in zip(targets, iods, fits):
             r = quat_to_matrix(p.rotation)
             xm = pts + basis.exp_basis @ np.asarray(p.expression, np.float64)
-            xc = xm @ r.T + p.translation
-            uv, jp = _project(cam, xc)
+            uv, jp = _project(cam, xm @ r.T + p.translation)
             sw = sw0 / (cfg.sigma * iod)
-            res = ((uv - tgt) * sw[:, None]).reshape(-1)
-            a = (jp * sw[:, None, None]) @ r
-            jac = np.matmul(a, idb).reshape(-1, ni)
-            h += jac.T @ jac
-            g += jac.T @ res
+            a = (jp * sw[:, None, None]) @ r  # (P, 2, 3)
+            res = (uv - tgt) * sw[:, None]  # (P, 2)
+            mblk += np.einsum("pki,pkj->pij", a, a)
+            gvec += np.einsum("pki,pk->pi", a, res)
+        mb = np.matmul(mblk, idb).reshape(-1, ni)  # (3P, I)
+        h = np.eye(ni) * cfg.id_prior + hc + bt.T @ mb
+        g = cfg.id_prior * alpha + hc @ alpha + bt.T @ gvec.reshape(-1)
         alpha = alpha - np.linalg.solve(h, g)
     return alpha.astype(np.float32)

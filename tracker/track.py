@@ -1,7 +1,10 @@
 """``face3d track``: a recorded video (or image) → CSV + sidecar JSON (and optionally an overlay).
 
-The shell around :class:`tracker.pipeline.FaceTracker`: decoding runs in a background thread
-(PyAV releases the GIL), MediaPipe and fitting in the caller's thread; results are kept per frame,
+The shell around :class:`tracker.pipeline.FaceTracker`, as a three-stage pipeline: decoding in
+one background thread (PyAV releases the GIL), MediaPipe in a second (its graph releases the GIL
+while it runs; it is single-threaded, so it owns one core), fitting in the caller's thread (the
+numba kernel releases the GIL too). Throughput is then set by the slowest stage, MediaPipe,
+rather than by the sum of the stages; results are kept per frame,
 revised when a track's identity settles, smoothed (offline, zero-phase, by default for files),
 then written atomically. Ctrl-C stops the loop and writes the rows done so far (a valid CSV); the
 caller then exits with 130.
@@ -36,7 +39,7 @@ from .errors import InputError
 from .facemodel import FaceModel, vertices
 from .pipeline import FaceTracker, TrackConfig, make_camera
 from .rotation import quat_to_matrix
-from .types import Camera, FaceParams, FaceResult, FrameResult, VideoInfo
+from .types import Camera, FaceParams, FaceResult, Frame, FrameResult, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,10 @@ def prefetch(it: Iterable[T], depth: int = 4) -> Iterator[T]:
             q.put((1, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             q.put((2, e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # a generator source is finished in the thread that ran it
 
     th = threading.Thread(target=run, name="face3d-decode", daemon=True)
     th.start()
@@ -148,9 +155,13 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
     interrupted = False
     bar = _progress(info.n_frames, progress)
     t0 = time.perf_counter()
+    def detected(frames: Iterable[Frame]) -> Iterator[tuple[Frame, tuple]]:
+        for f in frames:
+            yield f, tracker.detector.detect(f.image, f.time_s, info.sar)
+
     try:
-        for frame in prefetch(src):
-            fr = tracker.step(frame)
+        for frame, faces in prefetch(detected(prefetch(src)), depth=2):
+            fr = tracker.step_landmarks(frame.index, frame.time_s, faces)
             # keep memory flat: landmarks are not needed after fitting
             fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
             pos[fr.index] = len(results)
