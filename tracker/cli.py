@@ -131,11 +131,16 @@ def cmd_track(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+
+
 def default_demo_input() -> str | None:
-    """The first video under ``$FACE3D_MEDIA`` (sorted), else ``None``."""
+    """The first video under ``$FACE3D_MEDIA`` by file name (case-insensitive, then path), else
+    ``None``. With the shared media that is ``liveportrait/d10.mp4``, a frontal talking clip."""
     media = os.environ.get("FACE3D_MEDIA")
     if media and Path(media).is_dir():
-        vids = sorted(p for p in Path(media).rglob("*") if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm"))
+        vids = sorted((p for p in Path(media).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES),
+                      key=lambda p: (p.name.lower(), str(p)))
         if vids:
             return str(vids[0])
     return None
