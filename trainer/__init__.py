@@ -1,0 +1,1 @@
+"""Regressor trainer: data cache, differentiable rendering, losses, loop (DDP), export (``train`` extra)."""
