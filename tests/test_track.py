@@ -192,3 +192,52 @@ def test_bad_input_one_line_no_output(tmp_path, content, model_path):
     assert len(lines) == 1 and lines[0].startswith("face3d: error:") and "bad.mp4" in lines[0]
     assert "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_pose_signs_on_real_head_turns(videos, model):
+    """d3 turns its head: positive yaw ⇔ nose right of the eye midpoint in the image, positive
+    pitch ⇔ nose lower; the subject's left eye (MediaPipe 263) is on the image right."""
+    from tracker.rotation import quat_to_euler
+    res, lms, _ = track_with_landmarks(videos["d3"], model)
+    idx = sorted(res)
+    ypr = np.array([quat_to_euler(res[i].params.rotation) for i in idx])
+    p = np.array([lms[i] for i in idx])
+    iod = np.linalg.norm(p[:, 263, :2] - p[:, 33, :2], axis=1)
+    eye_mid = 0.5 * (p[:, 33, :2] + p[:, 263, :2])
+    nose_dx = (p[:, 1, 0] - eye_mid[:, 0]) / iod
+    assert pearson(ypr[:, 0], nose_dx) > 0.9
+    assert np.ptp(ypr[:, 0]) > 15  # the clip really turns
+    assert np.all(p[:, 263, 0] > p[:, 33, 0])
+    # units: a real head ~0.3-2 m in front of the camera, eye distance ~6-11 cm
+    tz = np.array([res[i].params.translation[2] for i in idx])
+    assert np.all((tz < -0.25) & (tz > -2.5))
+
+
+def test_camera_vanishing_keeps_rows(videos, model, tmp_path, monkeypatch):
+    """A camera that disappears mid-stream: the rows captured so far are written, then the
+    CameraError is raised (the CLI turns it into one line and exit 1)."""
+    import tracker.sources as sources
+    from tracker.errors import CameraError
+    from tracker.track import TrackOutputs, track_video
+
+    real = sources.open_source(videos["d12"])
+
+    class Vanishing:
+        info = real.info
+        truncated = False
+
+        def __iter__(self):
+            for f in real:
+                if f.index == 30:
+                    raise CameraError("webcam:0: read failed (device disappeared)")
+                yield f
+
+        def close(self):
+            real.close()
+
+    monkeypatch.setattr(sources, "open_source", lambda spec, **kw: Vanishing())
+    out = tmp_path / "cam.csv"
+    with pytest.raises(CameraError, match="30 frames before it are in"):
+        track_video("webcam:0", model, load_track_config(), TrackOutputs(out))
+    header, rows = read_csv(out)
+    assert len(rows) == 30 and all(r[3] == "tracked" for r in rows)

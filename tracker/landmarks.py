@@ -94,6 +94,7 @@ class LandmarkDetector:
             self._mesh._graph.wait_until_idle()  # noqa: SLF001
         self._last_us = -1
         self._calls = 0
+        self._seen_face = False
 
     def detect(self, image: np.ndarray, time_s: float, sar: float = 1.0) -> tuple[Landmarks, ...]:
         """Landmarks of every face in ``image`` ``(H, W, 3) uint8`` RGB at presentation time ``time_s``.
@@ -110,10 +111,12 @@ class LandmarkDetector:
         if t_us <= self._last_us:
             t_us = self._last_us + 1
         self._last_us = t_us
-        # TFLite/absl print start-up notes straight to fd 2 during the first inferences.
-        with quiet_native_stderr(self._quiet and self._calls < 3):
+        # TFLite/absl print start-up notes straight to fd 2 during the first inferences, and a
+        # landmark-projection warning when the first face is found.
+        with quiet_native_stderr(self._quiet and (self._calls < 3 or not self._seen_face)):
             faces = self._process(np.ascontiguousarray(src), t_us) or ()
         self._calls += 1
+        self._seen_face = self._seen_face or bool(faces)
         out = []
         for f in faces:
             a = _landmarks_array(f)

@@ -9,6 +9,9 @@ revised when a track's identity settles, smoothed (offline, zero-phase, by defau
 then written atomically. Ctrl-C stops the loop and writes the rows done so far (a valid CSV); the
 caller then exits with 130.
 
+A camera that disappears mid-stream raises :class:`tracker.errors.CameraError` *after* the rows
+captured so far are written.
+
 Decisions for files:
 
 * A truncated file (ends before its container says) is an error by default — the frames that
@@ -35,7 +38,7 @@ from . import __version__
 from .camera import project, transform
 from .csvout import (CONVENTIONS, AtomicCsv, LIVELINK_COLUMNS, face3d_columns, face3d_row,
                      livelink_row, write_json_atomic)
-from .errors import InputError
+from .errors import CameraError, InputError
 from .facemodel import FaceModel, vertices
 from .pipeline import FaceTracker, TrackConfig, make_camera
 from .rotation import quat_to_matrix
@@ -153,6 +156,7 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
     results: list[FrameResult] = []
     pos: dict[int, int] = {}
     interrupted = False
+    camera_error: CameraError | None = None
     bar = _progress(info.n_frames, progress)
     t0 = time.perf_counter()
     def detected(frames: Iterable[Frame]) -> Iterator[tuple[Frame, tuple]]:
@@ -178,6 +182,11 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
         interrupted = True
         for idx, rev in tracker.pop_revisions():
             _apply_revision(results, pos, idx, rev)
+    except CameraError as e:  # the camera vanished: keep what was captured, then report it
+        camera_error = e
+        interrupted = True
+        for idx, rev in tracker.pop_revisions():
+            _apply_revision(results, pos, idx, rev)
     finally:
         if bar is not None:
             bar.close()
@@ -195,6 +204,9 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
                            len(face_ids), seconds, interrupted, src.truncated)
     if out is not None:
         write_outputs(out, results, model, cam, info, cfg, summary)
+    if camera_error is not None:
+        where = f"; the {len(results)} frames before it are in {out.csv}" if out is not None else ""
+        raise CameraError(f"{camera_error}{where}")
     return summary, results
 
 
