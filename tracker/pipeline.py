@@ -86,13 +86,16 @@ class FaceTracker:
 
     ``camera`` is fixed for the stream; ``sar`` is passed to MediaPipe (see
     :mod:`tracker.landmarks`). ``smooth="live"`` applies the causal filter inside ``step``;
-    ``"offline"`` and ``"none"`` leave smoothing to the caller.
+    ``"offline"`` and ``"none"`` leave smoothing to the caller. ``revise_history=False`` (live
+    consumers) skips refitting a track's first frames when its identity settles.
     """
 
     def __init__(self, model: FaceModel, camera: Camera, cfg: TrackConfig = TrackConfig(),
                  sar: float = 1.0, corr: Correspondence | None = None,
-                 detector: LandmarkDetector | None = None, static_images: bool = False):
+                 detector: LandmarkDetector | None = None, static_images: bool = False,
+                 revise_history: bool = True):
         self.model = model
+        self.revise_history = revise_history
         self.camera = camera
         self.cfg = cfg
         self.sar = sar
@@ -205,6 +208,8 @@ class FaceTracker:
         tr.identity_rev += 1
         log.debug("face %d: identity rev %d from %d frames, |alpha| = %.2f", tr.face_id,
                   tr.identity_rev, len(lms), float(np.linalg.norm(alpha)))
+        if not self.revise_history:  # live: nobody reads revisions; skip the work
+            return
         # Refit the whole history with the new identity (sequentially, warm-started).
         prev = None
         for k, (index, t, lm, p0) in enumerate(hist):
