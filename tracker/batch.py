@@ -37,14 +37,15 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
+from .batchjob import (BatchOptions, FileFormat, FileJob, FileOutcome, load_model, process_file,
+                       sidecar_path)
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -55,57 +56,6 @@ EXIT_INTERRUPTED = 130
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts",
                             ".m2ts", ".flv", ".wmv", ".mpg", ".mpeg", ".3gp", ".ogv"})
-
-FileFormat = Literal["csv", "parquet"]
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """What every file of a batch shares (picklable: it travels with each task).
-
-    ``model`` is an absolute path (ICT ``.npz`` or BFM ``.mat``); ``cfg`` the tracking config;
-    ``corr`` a prebuilt MediaPipe correspondence for a BFM model (``None`` for ICT).
-    """
-
-    out_dir: str
-    model: str
-    cfg: Any
-    fmt: FileFormat = "csv"
-    landmarks: bool = False
-    arkit: bool = False
-    max_frames: int | None = None
-    allow_truncated: bool = False
-    progress: bool = False
-    corr: Any = None
-
-    @property
-    def is_bfm(self) -> bool:
-        return self.model.lower().endswith(".mat")
-
-
-@dataclass(frozen=True)
-class FileJob:
-    """One input: absolute path, path relative to the batch root (POSIX), absolute output path."""
-
-    input: str
-    rel: str
-    output: str
-    fingerprint: str
-    opts: BatchOptions
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    """What a worker sends back for one file (no per-frame data)."""
-
-    status: Literal["ok", "failed"]
-    frames: int = 0
-    tracked_frames: int = 0
-    seconds: float = 0.0
-    error_kind: Literal["", "input", "crash"] = ""
-    error: str = ""
-    worker: str = ""
-
 
 # ------------------------------------------------------------------------------- discovery
 
@@ -142,10 +92,6 @@ def output_paths(root: Path, files: list[Path], out_dir: Path, fmt: FileFormat) 
     return [out_dir / r.with_name(r.name + ext) if seen[o] > 1 else o for r, o in zip(rels, plain)]
 
 
-def sidecar_path(output: str | os.PathLike[str]) -> Path:
-    return Path(str(output) + ".json")
-
-
 def is_done(job: FileJob) -> bool:
     """The output and its sidecar exist and the sidecar carries this job's fingerprint."""
     out, side = Path(job.output), sidecar_path(job.output)
@@ -156,109 +102,6 @@ def is_done(job: FileJob) -> bool:
             return json.load(fh).get("batch", {}).get("fingerprint") == job.fingerprint
     except (OSError, ValueError):
         return False
-
-
-# ------------------------------------------------------------------------------- the task
-
-_MODELS: dict[str, Any] = {}
-
-
-def load_model(path: str) -> Any:
-    """The ICT (``.npz``) or BFM (``.mat``) face model, cached per process."""
-    if path not in _MODELS:
-        if path.lower().endswith(".mat"):
-            from .bfm import load_bfm
-            _MODELS[path] = load_bfm(path)
-        else:
-            from .facemodel import load_face_model
-            _MODELS[path] = load_face_model(path)
-    return _MODELS[path]
-
-
-class _Progress:
-    """Batches per-frame callbacks into a few ``report("frames", n)`` calls per second."""
-
-    def __init__(self, report: Callable[[str, int], None], every_s: float = 0.25):
-        self.report, self.every_s, self.n, self.last = report, every_s, 0, time.monotonic()
-
-    def __call__(self, _frame: object) -> None:
-        self.n += 1
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.flush()
-            self.last = now
-
-    def flush(self) -> None:
-        if self.n:
-            self.report("frames", self.n)
-            self.n = 0
-
-
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def process_file(job: FileJob, report: Callable[[str, int], None]) -> FileOutcome:
-    """Track one file and write its coefficient file + sidecar (engine task; never raises)."""
-    from .csvout import write_json_atomic
-
-    opts = job.opts
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    t0 = time.perf_counter()
-    out = Path(job.output)
-    side = sidecar_path(out)
-    # the tracker writes a CSV; for Parquet that CSV is a temporary beside the target
-    csv_path = out if opts.fmt == "csv" else out.with_name(f".{out.name}.tmp-{os.getpid()}.csv")
-    tmp_side = sidecar_path(csv_path)
-    try:
-        model = load_model(opts.model)
-        if opts.progress:
-            from .sources import probe
-            report("total", int(probe(job.input).n_frames or 0))
-        prog = _Progress(report)
-        if opts.is_bfm:
-            from .bfm_track import track_video_bfm
-            summary = track_video_bfm(job.input, model, opts.cfg, csv_path, corr=opts.corr,
-                                      landmarks=opts.landmarks, on_frame=prog,
-                                      allow_truncated=opts.allow_truncated,
-                                      max_frames=opts.max_frames)
-        else:
-            from .track import TrackOutputs, track_video
-            summary, _ = track_video(job.input, model, opts.cfg,
-                                     TrackOutputs(csv_path, landmarks=opts.landmarks, arkit=opts.arkit),
-                                     progress=False, allow_truncated=opts.allow_truncated,
-                                     on_frame=prog, max_frames=opts.max_frames)
-        prog.flush()
-        if summary.interrupted:
-            _remove(csv_path, tmp_side)
-            raise KeyboardInterrupt
-        with open(tmp_side) as fh:
-            meta = json.load(fh)
-        meta["file_format"] = opts.fmt
-        meta["batch"] = {"input": job.rel, "fingerprint": job.fingerprint,
-                         "max_frames": opts.max_frames}
-        if opts.fmt == "parquet":
-            from .parquetout import csv_to_parquet
-            csv_to_parquet(csv_path, out, meta)
-            _remove(csv_path, tmp_side)
-        write_json_atomic(side, meta)
-        return FileOutcome("ok", summary.frames, summary.tracked_frames,
-                           time.perf_counter() - t0, worker=worker)
-    except InputError as e:
-        _remove(csv_path, tmp_side)
-        return FileOutcome("failed", seconds=time.perf_counter() - t0, error_kind="input",
-                           error=str(e).splitlines()[0] if str(e) else type(e).__name__,
-                           worker=worker)
-    except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
-        log.debug("%s failed", job.input, exc_info=True)
-        _remove(csv_path, tmp_side)
-        msg = (str(e).splitlines() or [""])[0]
-        return FileOutcome("failed", seconds=time.perf_counter() - t0, error_kind="crash",
-                           error=f"{type(e).__name__}: {msg}", worker=worker)
 
 
 # ------------------------------------------------------------------------------- the batch
@@ -322,6 +165,8 @@ def run_batch(jobs: list[FileJob], *, engine: str = "local", workers: int = 1,
         raise InputError("no inputs")
     out_dir = Path(jobs[0].opts.out_dir)
     todo, skipped = select_todo(jobs, retry_failed=retry_failed, force=force)
+    # largest files first: the long ones do not end up alone at the end of the run
+    todo.sort(key=lambda j: -_size(j.input))
     bars = _Bars(len(todo), progress)
     counts = {"ok": 0, "failed": 0, "frames": 0}
     t0 = time.perf_counter()
@@ -356,6 +201,13 @@ def run_batch(jobs: list[FileJob], *, engine: str = "local", workers: int = 1,
     write_summary(out_dir, summary, {"finished_at": datetime.now(timezone.utc).isoformat(
         timespec="seconds")})
     return summary
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 class _Bars:  # pragma: no cover - terminal only (disabled in tests)
