@@ -196,8 +196,7 @@ def run_batch(jobs: list[FileJob], *, engine: str = "local", workers: int = 1,
     finally:
         bars.close()
     summary = BatchSummary(len(jobs), counts["ok"], counts["failed"], len(skipped),
-                           counts["frames"], time.perf_counter() - t0, engine,
-                           workers if engine == "local" else 0)
+                           counts["frames"], time.perf_counter() - t0, engine, workers)
     write_summary(out_dir, summary, {"finished_at": datetime.now(timezone.utc).isoformat(
         timespec="seconds")})
     return summary
@@ -258,7 +257,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("input", help="folder (searched recursively), quoted glob, or one video file")
     p.add_argument("--out", required=True, help="output folder (mirrors the input folder)")
     p.add_argument("--workers", type=int, default=None,
-                   help="parallel workers (default: CPU count; local engine: 0 = in this process)")
+                   help="parallel workers (local default: one per core, 0 = in this process; Ray: "
+                        "CPUs of the local instance it starts, default all; ignored with --address)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local process pool (default) or Ray tasks")
     p.add_argument("--address", default=None,
@@ -315,12 +315,16 @@ def prepare_options(opts: BatchOptions, canonical: str | None = None) -> BatchOp
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     jobs = plan_jobs(args.input, opts)
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if args.workers is not None:
+        workers = args.workers
+    else:  # local: one per core; Ray: whatever the instance or cluster has
+        workers = len(os.sched_getaffinity(0)) if args.engine == "local" else 0
     if workers < 0:
         raise InputError("--workers must be >= 0")
 
     def failed(job: FileJob, res: FileOutcome) -> None:
-        print(f"face3d batch: FAILED {job.rel}: {res.error}", file=sys.stderr)
+        from tqdm import tqdm
+        tqdm.write(f"face3d batch: FAILED {job.rel}: {res.error}", file=sys.stderr)  # above the bars
 
     try:
         summary = run_batch(jobs, engine=args.engine, workers=workers, address=args.address,

@@ -217,7 +217,14 @@ def run_ray(task: Task, jobs: Sequence[Any], *, address: str | None = None,
             kw["address"] = address
         elif num_cpus:
             kw["num_cpus"] = num_cpus
-        ray.init(**kw)
+        try:
+            ray.init(**kw)
+        except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, auth errors …
+            last = (str(e).strip().splitlines() or [""])[-1]
+            raise BackendUnavailableError(
+                f"cannot {'connect to the Ray cluster at ' + address if address else 'start Ray'}: "
+                f"{last} (a cluster with token authentication also needs RAY_AUTH_MODE=token and "
+                "its token, see Ray's documentation)") from None
     try:
         queue = Queue()
         remote = ray.remote(num_cpus=1, max_retries=max_retries)(_ray_call)

@@ -65,7 +65,8 @@ class FileRecord:
 class BatchSummary:
     """Counts of one run. ``skipped``: already done (or failed the same way) in an earlier run.
     ``frames`` and ``fps`` count the files processed in this run (``frames / seconds`` of wall
-    time of the whole run, all workers together)."""
+    time of the whole run, all workers together). ``workers``: as asked (0: in-process for the
+    local engine, all cluster CPUs for Ray)."""
 
     files: int
     ok: int
@@ -81,9 +82,11 @@ class BatchSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        who = (f"{self.workers} worker(s)" if self.workers else
+               "in-process" if self.engine == "local" else "all cluster CPUs")
         return (f"{self.files} file(s): {self.ok} ok, {self.failed} failed, {self.skipped} skipped; "
                 f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps, "
-                f"{self.engine} engine, {self.workers} worker(s))")
+                f"{self.engine} engine, {who})")
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fps": round(self.fps, 3)}
