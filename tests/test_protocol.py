@@ -169,6 +169,21 @@ def test_lost_face_json_has_no_numbers(model):
     assert frame_message(enc.packet(FrameResult(5, 0.2), 1, 0.0, 1.0))["faces"] == []
 
 
+def test_non_finite_numbers_become_null(model, tracked):
+    """A NaN from the tracker must not break encoding (it would cut the stream): JSON null,
+    binary NaN."""
+    f = tracked[-1].faces[0]
+    e = f.params.expression.copy()
+    e[3] = np.nan
+    bad = replace(f, confidence=float("nan"), params=replace(f.params, expression=e))
+    pk = FrameEncoder(model.exp_names).packet(replace(tracked[-1], faces=(bad,)), 0, 1.0, 1.0)
+    face = json.loads(encode_json(frame_message(pk)))["faces"][0]
+    assert face["confidence"] is None and face["blendshapes"][3] is None
+    assert face["blendshapes"][4] is not None
+    got = decode_frame_binary(encode_frame_binary(pk, Subscribe("binary"), model.n_expression))
+    assert np.isnan(got["faces"][0]["blendshapes"][3])
+
+
 def test_gaze_angles_invert_the_tracker_weights(model):
     """gaze (deg) from eyeLook* weights is the inverse of tracker.gaze.gaze_weights in range;
     yaw > 0 looks toward the subject's left, pitch > 0 down, for both eyes."""

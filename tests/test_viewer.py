@@ -120,9 +120,10 @@ def test_viewer_draws_the_ict_face_and_moves_it(browser, server):
         page.close()
 
 
-def _glb(path: Path, names: list[str]) -> None:
-    """A head-like sphere with a nose, as a binary glTF with morph targets named ``names``:
-    each pushes its own band of vertices outward; ``jawOpen`` drops the lower half."""
+def _head_gltf(names: list[str]) -> tuple[dict, bytes]:
+    """A head-like sphere with a nose (radius 0.1 m, facing +z), as glTF JSON + buffer, with
+    morph targets named ``names``: ``jawOpen`` drops the lower half, the others each push their
+    own band of vertices outward."""
     lat, lon = np.meshgrid(np.linspace(-np.pi / 2, np.pi / 2, 24), np.linspace(0, 2 * np.pi, 33),
                            indexing="ij")
     p = np.stack([np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)], -1).reshape(-1, 3)
@@ -161,17 +162,52 @@ def _glb(path: Path, names: list[str]) -> None:
             "materials": [{"pbrMetallicRoughness": {"baseColorFactor": [0.35, 0.7, 0.9, 1.0],
                                                     "metallicFactor": 0.0, "roughnessFactor": 0.7}}],
             "buffers": [{"byteLength": len(binary)}], "bufferViews": views, "accessors": accessors}
+    return gltf, binary
+
+
+def _write_glb(path: Path, gltf: dict, binary: bytes) -> None:
     js = json.dumps(gltf).encode()
     js += b" " * (-len(js) % 4)
     body = struct.pack("<I4s", len(js), b"JSON") + js + struct.pack("<I4s", len(binary), b"BIN\0") + binary
     path.write_bytes(struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body)
 
 
+VRM_BONES = ("hips", "spine", "head", "leftUpperArm", "leftLowerArm", "leftHand", "rightUpperArm",
+             "rightLowerArm", "rightHand", "leftUpperLeg", "leftLowerLeg", "leftFoot",
+             "rightUpperLeg", "rightLowerLeg", "rightFoot")
+
+
+def _vrm(path: Path, names: list[str]) -> None:
+    """A minimal VRM 1.0 avatar: the VRM-required humanoid bones as bare nodes, the head sphere
+    (morph targets ``names``) under the head bone, a custom expression per morph target (ARKit
+    "perfect sync" names) and the ``blink`` preset."""
+    gltf, binary = _head_gltf(names)
+    pos = {"hips": [0, 1.0, 0], "spine": [0, 0.2, 0], "head": [0, 0.4, 0]}
+    nodes = [{"name": b, "translation": pos.get(b, [0.1 if "left" in b else -0.1, -0.1, 0])}
+             for b in VRM_BONES]
+    mesh_node = len(nodes)
+    nodes.append({"name": "HeadMesh", "mesh": 0})
+    nodes[0]["children"] = [i for i in range(1, len(VRM_BONES)) if VRM_BONES[i] != "head"]
+    nodes[1]["children"] = [VRM_BONES.index("head")]
+    nodes[1]["children"] += [i for i in range(len(VRM_BONES)) if "Arm" in VRM_BONES[i] or "Hand" in VRM_BONES[i]]
+    nodes[0]["children"] = [i for i in nodes[0]["children"] if i not in nodes[1]["children"]]
+    nodes[VRM_BONES.index("head")]["children"] = [mesh_node]
+    binds = {n: {"morphTargetBinds": [{"node": mesh_node, "index": k, "weight": 1.0}]}
+             for k, n in enumerate(names)}
+    gltf.update(nodes=nodes, scenes=[{"nodes": [0]}], extensionsUsed=["VRMC_vrm"], extensions={
+        "VRMC_vrm": {"specVersion": "1.0",
+                     "meta": {"name": "face3d test head", "version": "1", "authors": ["face3d tests"],
+                              "licenseUrl": "https://vrm.dev/licenses/1.0/"},
+                     "humanoid": {"humanBones": {b: {"node": i} for i, b in enumerate(VRM_BONES)}},
+                     "expressions": {"preset": {"blink": binds[names[0]]}, "custom": binds}}})
+    _write_glb(path, gltf, binary)
+
+
 def test_viewer_drives_a_gltf_avatar_with_arkit_morph_targets(browser, server, tmp_path):
     names = ["jawOpen", "eyeBlinkLeft", "eyeBlink_R", "blendShape1.mouthSmileLeft",
              "browInnerUp", "notAnArkitName"]
     avatar = tmp_path / "head.glb"
-    _glb(avatar, names)
+    _write_glb(avatar, *_head_gltf(names))
     page, errors = _open(browser, server.url + "?format=json")
     try:
         page.wait_for_function("() => window.face3d.stats().framesDrawn >= 5", timeout=90_000)
@@ -209,6 +245,27 @@ def test_viewer_reconnects_by_itself(browser, model, videos):
             assert 1001 in _stats(page)["closeCodes"]   # the first server said it was going away
         finally:
             second.stop()
+        assert errors == []
+    finally:
+        page.close()
+
+
+def test_viewer_drives_a_vrm_avatar(browser, server, tmp_path):
+    names = ["jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "browInnerUp"]
+    avatar = tmp_path / "head.vrm"
+    _vrm(avatar, names)
+    page, errors = _open(browser, server.url)
+    try:
+        page.wait_for_function("() => window.face3d.stats().framesDrawn >= 5", timeout=90_000)
+        page.set_input_files("#avatar-file", str(avatar))
+        page.wait_for_function("() => { const a = window.face3d.stats().avatar; "
+                               "return a && a.matched.length > 0; }", timeout=30_000)
+        a, b, s1, s2 = _two_moments(page)
+        info = s2["avatar"]
+        assert info["vrm"] and info["headBone"] is not None
+        assert {"jawopen", "eyeblinkleft", "mouthsmileleft", "browinnerup"} <= set(info["matched"])
+        assert _drawn_fraction(a) > 0.05 and _drawn_fraction(b) > 0.05
+        assert _changed_fraction(a, b) > 0.002, _changed_fraction(a, b)
         assert errors == []
     finally:
         page.close()

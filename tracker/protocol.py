@@ -63,6 +63,7 @@ class CloseCode(IntEnum):
     INVALID_PAYLOAD = 1007      # text that is not UTF-8 or not JSON
     POLICY_VIOLATION = 1008     # JSON that is not a valid client message
     MESSAGE_TOO_BIG = 1009      # longer than MAX_CLIENT_MESSAGE_BYTES
+    INTERNAL_ERROR = 1011       # a server bug while serving this client (logged)
     TRY_AGAIN_LATER = 1013      # connection limit reached
 
 
@@ -290,17 +291,22 @@ class FrameEncoder:
         return FramePacket(seq, fr.index, fr.time_s, t_ready, track_ms, tuple(faces))
 
 
-def _r(a: np.ndarray, digits: int) -> list[float]:
-    return np.round(a, digits).tolist()
+def _r(a: np.ndarray, digits: int) -> list[float | None]:
+    """Rounded values; a value the tracker could not compute (NaN, inf) becomes ``null``."""
+    r = np.round(a, digits)
+    if np.isfinite(r).all():
+        return r.tolist()
+    return [x if math.isfinite(x) else None for x in r.tolist()]
 
 
 def frame_message(pk: FramePacket, opts: Subscribe = Subscribe()) -> dict[str, Any]:
-    """The JSON ``frame`` message; a lost face carries only ``id``, ``status``, ``identity_rev``."""
+    """The JSON ``frame`` message; a lost face carries only ``id``, ``status``, ``identity_rev``.
+    A number the tracker could not compute (NaN) is ``null`` (JSON has no NaN)."""
     faces: list[dict[str, Any]] = []
     for f in pk.faces:
         d: dict[str, Any] = {"id": f.id, "status": f.status, "identity_rev": f.identity_rev}
         if f.status == "tracked":
-            d["confidence"] = round(f.confidence, 4)
+            d["confidence"] = round(f.confidence, 4) if math.isfinite(f.confidence) else None
             d["pose"] = {"q": _r(f.pose[:4], 6), "t": _r(f.pose[4:7], 5),
                          "euler_deg": _r(f.pose[7:], 3)}
             d["blendshapes"] = _r(f.blendshapes, 4)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,17 @@ if TYPE_CHECKING:  # the tracker stack is imported when a server is built, not b
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8765
+
+
+SWITCH_INTERVAL_S = 0.001
+
+
+def configure_process(switch_interval_s: float = SWITCH_INTERVAL_S) -> None:
+    """Process-wide setting for a live server, applied by the CLI (never at import): the GIL
+    switch interval. The event loop thread must get the interpreter while the tracking thread is
+    busy in Python code; with CPython's default 5 ms that wait shows up directly in the
+    frame-to-send latency (see ``python -m tracker.bench_serve --switch-interval``)."""
+    sys.setswitchinterval(switch_interval_s)
 
 
 def default_web_root() -> Path:
@@ -96,8 +108,9 @@ class ClientStats:
 @dataclass(frozen=True)
 class ServeStats:
     """A snapshot: the live loop's :class:`~tracker.serve_live.LoopStats`, frames published,
-    connected clients, frame-to-send latencies (seconds: tracking finished → ``send`` returned,
-    per client and frame, the last 20,000), close codes of finished connections."""
+    connected clients, frame-to-send latencies (seconds from tracking finished to the frame
+    written to that client's socket, per client and frame, the last 20,000), and the close codes
+    this server sent to finished connections."""
 
     loop: LoopStats
     published: int
@@ -107,9 +120,10 @@ class ServeStats:
 
 
 class LiveServer:
-    """The server, in background threads; a context manager. ``start()`` opens the source (errors
-    raise here), binds the port and starts tracking; ``wait()`` blocks until ``stop()`` or
-    Ctrl-C."""
+    """The server, in background threads; a context manager. Construction validates the config
+    and opens the source (a bad input raises here, before any port is bound); ``start()`` binds
+    the port (``port=0``: a free one, see :attr:`port`) and starts tracking; ``wait()`` blocks
+    until the server stops; ``stop()`` closes connections with 1001 and joins the threads."""
 
     def __init__(self, cfg: ServeConfig, model: FaceModel, track_cfg: TrackConfig | None = None):
         from .pipeline import TrackConfig
@@ -267,7 +281,9 @@ class LiveServer:
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="track live and stream to browsers (WebSocket + viewer page)",
-                       description=__doc__.split("\n\n")[0])
+                       description="Track a video (paced in real time) or a webcam live and "
+                                   "stream the results over WebSocket; the three.js viewer is "
+                                   "served on the same port (http://HOST:PORT/).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("video", nargs="?", help="video file (or URL) to play in real time")
     src.add_argument("--webcam", nargs="?", const="webcam", metavar="DEVICE",
@@ -315,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
     if tcfg.max_faces < 1:
         raise InputError("--max-faces must be at least 1")
     server = LiveServer(cfg, load_face_model(args.model), tcfg)
+    configure_process()
     server.start()
     tok = f"?token={cfg.token}" if cfg.token else ""
     print(f"face3d serve: {cfg.source} -> viewer {server.url}{tok}  stream {server.ws_url}{tok}",

@@ -1,12 +1,15 @@
 """Fan-out of ``face3d serve``: one :class:`ClientSlot` per WebSocket, all on the event loop.
 
-Latest-frame-wins: :meth:`Hub.publish` only *replaces* each client's pending frame and wakes its
-sender task; a client whose socket is full (it stopped reading) keeps one pending frame, drops
-the rest (``ClientSlot.dropped``) and never slows the tracker or the other clients. State that
-must not be lost is kept per client apart from frames: the newest ``identity`` per face id, the
-newest ``source`` state, and a short queue of answers to its requests (a client that fills that
-queue — a request flood — is closed with 1008). Each frame is encoded once per distinct set of
-client options (:class:`Published` caches it).
+Latest-frame-wins: :meth:`Hub.publish` hands each client the new frame. A client that is keeping
+up (its sender idle, nothing queued, its socket's write buffer empty) gets it written at once
+(``websockets``' :func:`~websockets.asyncio.server.broadcast`, no task switch); otherwise the
+frame only *replaces* the client's pending one and its sender task sends it when the socket
+drains. So a client that stopped reading holds one pending frame, drops the rest
+(``ClientSlot.dropped``) and never slows the tracker or the other clients. State that must not
+be lost is kept per client apart from frames: the newest ``identity`` per face id, the newest
+``source`` state, and a short queue of answers to its requests (a client that fills that queue —
+a request flood — is closed with 1008). Each frame is encoded once per distinct set of client
+options (:class:`Published` caches it; JSON as UTF-8 bytes, sent as text).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
 from .protocol import (CloseCode, FramePacket, IdentityRequest, MeshRequest, Ping, ProtocolError,
@@ -41,13 +44,14 @@ class Published:
     packet: FramePacket
     t_ready: float
     n_exp: int
-    cache: dict[Subscribe, str | bytes] = field(default_factory=dict)
+    cache: dict[Subscribe, bytes] = field(default_factory=dict)
 
-    def encoded(self, opts: Subscribe) -> str | bytes:
+    def encoded(self, opts: Subscribe) -> bytes:
+        """The frame for ``opts``: F3DF bytes, or the JSON text as UTF-8 (send with text=True)."""
         data = self.cache.get(opts)
         if data is None:
             data = (encode_frame_binary(self.packet, opts, self.n_exp) if opts.format == "binary"
-                    else encode_json(frame_message(self.packet, opts)))
+                    else encode_json(frame_message(self.packet, opts)).encode())
             self.cache[opts] = data
         return data
 
@@ -63,10 +67,19 @@ class ClientSlot:
         self.source: str | None = None
         self.answers: deque[str | bytes] = deque()
         self.wake = asyncio.Event()
+        self.idle = False   # the sender task waits for work
         self.sent = 0
         self.dropped = 0
 
     def offer(self, pub: Published) -> None:
+        ws = self.ws
+        if (self.idle and self.frame is None and not self.answers and not self.identities
+                and self.source is None and ws.transport is not None
+                and ws.transport.get_write_buffer_size() == 0):
+            broadcast((ws,), pub.encoded(self.opts), text=self.opts.format == "json")
+            self.hub.latency.append(time.perf_counter() - pub.t_ready)
+            self.sent += 1
+            return
         if self.frame is not None:
             self.dropped += 1
         self.frame = pub
@@ -79,9 +92,20 @@ class ClientSlot:
         self.wake.set()
 
     async def send_loop(self) -> None:
+        try:
+            await self._send_loop()
+        except (ConnectionClosed, asyncio.CancelledError):
+            raise
+        except Exception:  # a bug must not leave a connected client without frames
+            log.exception("sending to %s failed", self.ws.remote_address)
+            await self.ws.close(CloseCode.INTERNAL_ERROR, "server error")
+
+    async def _send_loop(self) -> None:
         ws, lat = self.ws, self.hub.latency
         while True:
+            self.idle = True
             await self.wake.wait()
+            self.idle = False
             self.wake.clear()
             while self.answers:
                 await ws.send(self.answers.popleft())
@@ -94,7 +118,7 @@ class ClientSlot:
                     await ws.send(msg)
             pub, self.frame = self.frame, None
             if pub is not None:
-                await ws.send(pub.encoded(self.opts))
+                await ws.send(pub.encoded(self.opts), text=self.opts.format == "json")
                 lat.append(time.perf_counter() - pub.t_ready)
                 self.sent += 1
 
@@ -126,8 +150,13 @@ class Hub:
                 c.identities[fid] = msg
         pub = Published(packet, t_ready, self.n_exp)
         self.published += 1
-        for c in self.clients:
-            c.offer(pub)
+        for c in list(self.clients):
+            try:
+                c.offer(pub)
+            except Exception:  # a bug for one client must not starve the others
+                log.exception("publishing to %s failed", c.ws.remote_address)
+                self.clients.discard(c)
+                asyncio.ensure_future(c.ws.close(CloseCode.INTERNAL_ERROR, "server error"))
 
     def set_source(self, msg: str) -> None:
         self.source = msg

@@ -37,38 +37,40 @@ _END = object()
 
 
 class LatestSlot:
-    """A one-item hand-off between threads. ``drop=True``: ``put`` overwrites an item not yet
-    taken (counted in ``dropped``); ``drop=False``: ``put`` waits until it was taken."""
+    """A hand-off between threads that keeps only the newest frame. ``put(item)`` of a frame
+    replaces a frame not yet taken (counted in ``dropped``) when ``drop=True``, or waits until it
+    was taken when ``drop=False``; ``put(item, control=True)`` (end of stream, camera lost, …)
+    is always queued behind what is pending and never replaced."""
 
     def __init__(self, drop: bool):
         self.drop = drop
         self.dropped = 0
-        self._item: Any = None
-        self._full = False
+        self._items: deque[tuple[bool, Any]] = deque()   # (is_control, item)
         self._closed = False
         self._cv = threading.Condition()
 
-    def put(self, item: Any) -> bool:
+    def put(self, item: Any, control: bool = False) -> bool:
         """False once the slot is closed."""
         with self._cv:
-            while self._full and not self.drop and not self._closed:
+            while not control and not self.drop and self._items and not self._closed:
                 self._cv.wait(0.1)
             if self._closed:
                 return False
-            if self._full:
+            if not control and self._items and not self._items[-1][0]:
+                self._items.pop()
                 self.dropped += 1
-            self._item, self._full = item, True
+            self._items.append((control, item))
             self._cv.notify_all()
             return True
 
     def get(self, timeout: float) -> Any:
-        """The item, or ``None`` after ``timeout`` seconds or when closed."""
+        """The oldest pending item, or ``None`` after ``timeout`` seconds or when closed."""
         with self._cv:
-            if not self._full and not self._closed:
+            if not self._items and not self._closed:
                 self._cv.wait(timeout)
-            if not self._full:
+            if not self._items:
                 return None
-            item, self._item, self._full = self._item, None, False
+            item = self._items.popleft()[1]
             self._cv.notify_all()
             return item
 
@@ -139,15 +141,15 @@ class LiveLoop:
                 for frame in self._src:
                     if not self._slot.put(frame):
                         return
-                self._slot.put(_END)
+                self._slot.put(_END, control=True)
                 return
             except CameraError as e:
-                self._slot.put(e)
+                self._slot.put(e, control=True)
                 if not self._reopen(str(e)):
                     return
             except Face3dError as e:  # a file that fails mid-way: report, stop the stream
                 log.error("%s", e)
-                self._slot.put(e)
+                self._slot.put(e, control=True)
                 return
 
     def _reopen(self, reason: str) -> bool:
@@ -158,7 +160,7 @@ class LiveLoop:
             except CameraError as e:
                 log.info("camera still unavailable: %s", e)
                 continue
-            self._slot.put(("reopened", self._src.info))
+            self._slot.put(("reopened", self._src.info), control=True)
             return True
         return False
 

@@ -15,6 +15,7 @@ function softwareGL() {
   const gl = document.createElement('canvas').getContext('webgl2');
   const ext = gl && gl.getExtension('WEBGL_debug_renderer_info');
   const name = ext ? String(gl.getParameter(ext.UNMASKED_RENDERER_WEBGL)) : '';
+  if (gl) gl.getExtension('WEBGL_lose_context')?.loseContext();
   return /swiftshader|llvmpipe|software/i.test(name);
 }
 const antialias = params.has('aa') ? params.get('aa') !== '0' : !softwareGL();
@@ -94,6 +95,7 @@ const CENTRE_DIST = 0.55;
 const IDENTITY = new THREE.Quaternion();
 function placeHead(face) {
   const q = face.pose.q;
+  if (!q.every(Number.isFinite) || !Array.from(face.pose.t).every(Number.isFinite)) return false;
   // the ICT face turns as a whole; an avatar turns its own head (Avatar.apply)
   if (avatar) head.quaternion.copy(IDENTITY);
   else head.quaternion.set(q[1], q[2], q[3], q[0]);
@@ -102,16 +104,17 @@ function placeHead(face) {
     camera.fov = 2 * Math.atan(c.height / 2 / c.fy) * 180 / Math.PI;
     camera.updateProjectionMatrix();
     head.position.set(face.pose.t[0], face.pose.t[1], face.pose.t[2]);
-    return;
+    return true;
   }
   if (camera.fov !== 30) { camera.fov = 30; camera.updateProjectionMatrix(); }
   if (avatar) {
     head.position.set(0, 0, -Math.max(0.3, 1.6 * avatar.size));
-    return;
+    return true;
   }
   const centre = ict ? ict.centre.clone() : new THREE.Vector3();
   centre.applyQuaternion(head.quaternion);
   head.position.set(-centre.x, -centre.y, -CENTRE_DIST - centre.z);
+  return true;
 }
 
 $('mirror').addEventListener('change', (e) => canvas.classList.toggle('mirror', e.target.checked));
@@ -160,8 +163,7 @@ function render() {
   const face = firstFace(frame);
   const fresh = frame && frame.seq !== lastSeqDrawn;
   if (fresh || dirty || (avatar && avatar.vrm)) {
-    if (face) {
-      placeHead(face);
+    if (face && placeHead(face)) {
       if (avatar) avatar.apply(face, client.hello);
       else if (ict) ict.apply(face, client.hello.blendshape_names);
     }
