@@ -262,7 +262,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local process pool (default) or Ray tasks")
     p.add_argument("--address", default=None,
-                   help="Ray cluster address (with --engine ray; default: a local Ray instance)")
+                   help="Ray cluster address, or 'auto' for the one `ray start` runs here (with "
+                        "--engine ray; default: a fresh local Ray instance)")
     p.add_argument("--format", dest="file_format", choices=("csv", "parquet"), default="csv",
                    help="coefficient file format (default csv)")
     p.add_argument("--landmarks", action="store_true", help="add projected 68-point columns")

@@ -201,8 +201,8 @@ def run_ray(task: Task, jobs: Sequence[Any], *, address: str | None = None,
             num_cpus: int | None = None, on_progress: OnProgress | None = None,
             poll_s: float = 0.2, max_retries: int = 1) -> Iterator[tuple[int, Any]]:
     """Run the jobs as Ray tasks. Uses the running Ray session if there is one (left running);
-    otherwise connects to ``address`` (a cluster) or starts a local instance with ``num_cpus``
-    (shut down at the end). Worker thread pools are capped through the job's ``runtime_env``."""
+    otherwise connects to ``address`` (a cluster; ``"auto"``: the one ``ray start`` runs here) or
+    starts a fresh local instance with ``num_cpus`` (shut down at the end). Worker thread pools are capped through the job's ``runtime_env``."""
     try:
         import ray
         from ray.util.queue import Queue
@@ -215,8 +215,10 @@ def run_ray(task: Task, jobs: Sequence[Any], *, address: str | None = None,
                               "runtime_env": {"env_vars": thread_env(1)}}
         if address:
             kw["address"] = address
-        elif num_cpus:
-            kw["num_cpus"] = num_cpus
+        else:  # a fresh local instance, even if `ray start` left one running ("auto" joins it)
+            kw["address"] = "local"
+            if num_cpus:
+                kw["num_cpus"] = num_cpus
         try:
             ray.init(**kw)
         except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, auth errors …
