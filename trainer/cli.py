@@ -6,6 +6,7 @@
     face3d train prepare VIDEOS_OR_IMAGES_OR_FOLDERS... --out CACHE [--size 128] [--every 3]
     face3d train --config configs/train-smoke.toml --out DIR [--resume] [--steps N]
     torchrun --nproc_per_node 2 -m trainer.cli --config ... --out DIR      (DDP, gloo on CPU)
+    face3d train eval VIDEOS... [--weights W.onnx] [--every 2]           (numbers for REGRESSOR.md)
     face3d export CKPT_OR_RUN_DIR --onnx OUT.onnx [--torchscript OUT.pt] [--tensorrt OUT.ts]
 """
 
@@ -24,7 +25,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (metrics.csv, ckpt.pt, regressor.onnx, summary.json)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     t.add_argument("--steps", type=int, default=None, help="override optim.steps")
-    sub = t.add_subparsers(dest="train_command", required=False, metavar="{prepare}")
+    sub = t.add_subparsers(dest="train_command", required=False, metavar="{prepare,eval}")
     p = sub.add_parser("prepare", help="videos/images -> cache of crops, landmarks, masks, pseudo-labels")
     p.add_argument("inputs", nargs="+", help="video/image files or folders (recursive)")
     p.add_argument("--out", required=True, dest="cache", help="cache folder (resumable)")
@@ -32,6 +33,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=3, help="keep every n-th video frame (default 3)")
     p.add_argument("--max-frames", type=int, default=0, help="samples per source, 0 = all")
     p.add_argument("--max-faces", type=int, default=2, help="faces per image (videos: 1)")
+    ev = sub.add_parser("eval", help="measure regressor weights on real clips (JSON to stdout)")
+    ev.add_argument("videos", nargs="+", help="video files")
+    ev.add_argument("--weights", default=None, help="ONNX weights (default: tracker/data/regressor.onnx)")
+    ev.add_argument("--every", type=int, default=2, help="use every n-th frame (default 2)")
+    ev.add_argument("--max-frames", type=int, default=None, help="frames per clip")
+    ev.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the latency")
     t.set_defaults(func=run)
 
     e = subparsers.add_parser("export", help="export a trained regressor (ONNX, TorchScript, TensorRT)")
@@ -57,6 +64,23 @@ def run(args: argparse.Namespace) -> int:
         idx = prepare(srcs, Path(args.cache), load_face_model(), cfg, progress=print)
         n = sum(v["n"] for v in idx["sources"].values())
         print(f"cache {args.cache}: {len(idx['sources'])} sources, {n} samples")
+        return 0
+    if getattr(args, "train_command", None) == "eval":
+        import json
+
+        from tracker.facemodel import load_face_model
+        from tracker.regressor import DEFAULT_WEIGHTS, make_regressor
+
+        from .benchmark import eval_clip, onnx_latency
+
+        w = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+        reg = make_regressor(w)
+        model = load_face_model()
+        res = {"weights": str(w), "latency": onnx_latency(w, args.threads), "clips": {}}
+        for v in args.videos:
+            res["clips"][Path(v).name] = eval_clip(reg, model, v, args.every, args.max_frames)
+            print(Path(v).name, json.dumps(res["clips"][Path(v).name]), flush=True)
+        print(json.dumps(res, indent=1))
         return 0
     if not args.config or not args.out:
         raise InputError("face3d train needs --config TOML and --out DIR (or the 'prepare' command)")

@@ -24,7 +24,9 @@ class DataConfig:
     ``cache``: cache folder (default ``OUT/cache``); ``val``: substrings of source paths held out
     for validation; ``every`` / ``max_frames`` / ``max_faces``: see
     :class:`trainer.data.PrepareConfig`. ``augment_px``/``augment_scale``/``augment_deg``: random
-    similarity jitter of the crops (shift in pixels, relative scale, rotation in degrees)."""
+    similarity jitter of the crops (shift in pixels, relative scale, rotation in degrees);
+    ``synth_frac``: fraction of each batch replaced by synthetic samples with known coefficients
+    (:mod:`trainer.synthetic`)."""
 
     sources: tuple[str, ...] = ()
     cache: str = ""
@@ -35,6 +37,7 @@ class DataConfig:
     augment_px: float = 3.0
     augment_scale: float = 0.05
     augment_deg: float = 5.0
+    synth_frac: float = 0.0
 
 
 @dataclass(frozen=True)

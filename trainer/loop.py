@@ -191,6 +191,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
         from torch.nn.parallel import DistributedDataParallel as DDP
         model_ddp = DDP(net, device_ids=[d.local_rank] if device.type == "cuda" else None)
     lmk_w = landmark_weights(face, cfg.loss).to(device)
+    from tracker.fitting import GAZE_NAMES
+
+    from .synthetic import synth_samples
+    gaze = np.array([n in GAZE_NAMES for n in model.exp_names])
     if d.main:
         (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
     metrics_f = None
@@ -213,6 +217,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
             ix = rng.integers(0, n_train, cfg.optim.batch)
             b = {k: train_data[k][ix] for k in KEYS}
             b = augment(b, rng, cfg.size, cfg.data.augment_px, cfg.data.augment_scale, cfg.data.augment_deg)
+            n_syn = int(round(cfg.data.synth_frac * cfg.optim.batch))
+            if n_syn > 0:
+                syn = synth_samples(rng, n_syn, face, renderer, train_data["image"], cfg.size, gaze)
+                b = {k: np.concatenate([b[k][n_syn:], syn[k]]) for k in KEYS}
             bt = to_torch(b, device)
             use_photo = cfg.loss.photo > 0 and step % cfg.run.photo_every == 0
             loss, terms, _ = compute_losses(model_ddp, face, renderer if use_photo else None, bt,

@@ -28,7 +28,9 @@ N_LMK = 478
 @dataclass(frozen=True)
 class NetConfig:
     """Network shape. ``widths``: channels of the stride-2 stages after the stem;
-    ``use_image`` / ``use_landmarks`` switch the two branches (at least one)."""
+    ``use_image`` / ``use_landmarks`` switch the two branches (at least one); ``lmk_z``: also feed
+    MediaPipe's relative depth (off by default: its scale is MediaPipe's own convention, which
+    synthetic samples cannot reproduce)."""
 
     size: int = 128
     stem: int = 16
@@ -38,6 +40,7 @@ class NetConfig:
     use_image: bool = True
     use_landmarks: bool = True
     albedo_k: int = 16
+    lmk_z: bool = False
 
     def __post_init__(self) -> None:
         if not (self.use_image or self.use_landmarks):
@@ -81,7 +84,7 @@ class RegressorNet(nn.Module):
             self.cnn = nn.Sequential(*layers)
             feat += c
         if cfg.use_landmarks:
-            self.lmk = nn.Sequential(nn.Linear(N_LMK * 3, cfg.lmk_hidden), nn.ReLU(inplace=True),
+            self.lmk = nn.Sequential(nn.Linear(N_LMK * (3 if cfg.lmk_z else 2), cfg.lmk_hidden), nn.ReLU(inplace=True),
                                      nn.Linear(cfg.lmk_hidden, cfg.lmk_hidden), nn.ReLU(inplace=True))
             feat += cfg.lmk_hidden
         self.fuse = nn.Sequential(nn.Linear(feat, cfg.fuse_hidden), nn.ReLU(inplace=True))
@@ -111,8 +114,9 @@ class RegressorNet(nn.Module):
             feats.append(self.cnn(image).flatten(1))
         if self.cfg.use_landmarks:
             xy = (landmarks[..., :2] - s / 2.0) / (s / 2.0)
-            z = landmarks[..., 2:3] / (s / 2.0)
-            feats.append(self.lmk(torch.cat([xy, z], -1).flatten(1)))
+            if self.cfg.lmk_z:
+                xy = torch.cat([xy, landmarks[..., 2:3] / (s / 2.0)], -1)
+            feats.append(self.lmk(xy.flatten(1)))
         h = self.fuse(torch.cat(feats, 1) if len(feats) > 1 else feats[0])
         return self.head(h) * self.out_scale
 

@@ -1,0 +1,135 @@
+"""tracker.regressor: backends behind one handle, the crop → image pose conversion, and the shipped
+default weights on a real clip that was held out of their training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tracker.align import apply_affine, crop_face
+from tracker.camera import camera_from_fov, project
+from tracker.errors import BackendUnavailableError, ModelError
+from tracker.regressor import DEFAULT_WEIGHTS, make_regressor, ray_rotation, rot6d_to_matrix
+from tracker.rotation import quat_to_matrix
+from tracker.types import Landmarks
+
+
+@pytest.fixture(scope="module")
+def fresh_onnx(tmp_path_factory, model):
+    """An untrained network (zero head) exported to ONNX and TorchScript."""
+    torch = pytest.importorskip("torch")
+    from trainer.export import export_onnx, export_torchscript
+    from trainer.net import NetConfig, RegressorNet
+
+    torch.manual_seed(0)
+    net = RegressorNet(NetConfig(), model.n_identity, model.n_expression).eval()
+    with torch.no_grad():  # a non-zero head, so that backends are compared on real numbers
+        net.head.weight.normal_(0.0, 0.01)
+    d = tmp_path_factory.mktemp("reg")
+    zero = RegressorNet(NetConfig(), model.n_identity, model.n_expression).eval()
+    return {"zero": export_onnx(zero, d / "zero.onnx"), "onnx": export_onnx(net, d / "r.onnx"),
+            "ts": export_torchscript(net, d / "r.pt")}
+
+
+@pytest.fixture(scope="module")
+def frame_and_landmarks(videos):
+    from tracker.landmarks import LandmarkDetector
+    from tracker.sources import open_source
+
+    with open_source(str(videos["d3"])) as src:
+        frame = next(iter(src))
+        info = src.info
+    with LandmarkDetector(static=True) as det:
+        faces = det.detect(frame.image, 0.0)
+    return frame.image, faces[0], camera_from_fov(info.width, info.height, 50.0, info.sar)
+
+
+def test_zero_head_places_the_mean_face_on_the_template(fresh_onnx, frame_and_landmarks):
+    """Zero output: the model origin projects where the template puts it (mapped back through the
+    crop), the head faces along its viewing ray, mean face, no expression, ambient light."""
+    from tracker.regressor import ORIGIN_OFFSET
+
+    image, lm, cam = frame_and_landmarks
+    reg = make_regressor(fresh_onnx["zero"])
+    p = reg.predict(image, lm, cam)
+    crop = crop_face(image, lm.points, reg.size)
+    a = np.vstack([crop.affine, [0, 0, 1]])
+    want = apply_affine(np.linalg.inv(a)[:2], reg.size / 2.0 + reg.size * ORIGIN_OFFSET)
+    assert np.allclose(project(cam, p.translation[None])[0], want, atol=1e-6)
+    # rotation = ray rotation, up to the crop's roll about the optical axis
+    r = quat_to_matrix(p.rotation)
+    fwd = r @ np.array([0.0, 0.0, 1.0])  # the face's +z (toward the viewer at rest)
+    assert np.allclose(fwd, -p.translation / np.linalg.norm(p.translation), atol=1e-6)
+    assert np.all(p.identity == 0) and np.all(p.expression == 0) and np.all(p.albedo == 0)
+    assert np.allclose(p.lighting[::9], 0.8) and p.albedo.shape == (16, 3)
+
+
+def test_backends_agree(fresh_onnx, frame_and_landmarks):
+    pytest.importorskip("torch")
+    image, lm, cam = frame_and_landmarks
+    a = make_regressor(fresh_onnx["onnx"]).predict(image, lm, cam)
+    b = make_regressor(fresh_onnx["ts"], backend="torch").predict(image, lm, cam)
+    assert np.abs(a.identity).max() > 1e-3  # a non-trivial prediction
+    for x, y in ((a.rotation, b.rotation), (a.translation, b.translation), (a.expression, b.expression),
+                 (a.identity, b.identity), (a.lighting, b.lighting), (a.albedo, b.albedo)):
+        assert np.allclose(x, y, atol=1e-4)
+
+
+def test_errors(tmp_path, fresh_onnx):
+    with pytest.raises(ModelError):
+        make_regressor(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(ModelError):
+        make_regressor(bad)
+    with pytest.raises(ValueError):
+        make_regressor(fresh_onnx["onnx"], backend="openvino")  # type: ignore[arg-type]
+    try:
+        import torch
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if not cuda:
+        with pytest.raises(BackendUnavailableError):
+            make_regressor(fresh_onnx["onnx"], backend="tensorrt")
+
+
+def test_rotation_helpers():
+    assert np.allclose(rot6d_to_matrix(np.zeros(6)), np.eye(3))
+    r = ray_rotation(np.array([0.3, -0.2, -1.0]))
+    assert np.allclose(r @ r.T, np.eye(3)) and np.isclose(np.linalg.det(r), 1.0)
+    d = np.array([0.3, -0.2, -1.0])
+    assert np.allclose(r @ [0, 0, -1.0], d / np.linalg.norm(d))
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped regressor weights")
+def test_default_weights_on_a_held_out_clip(model, videos):
+    """The shipped weights alone (no fitting) on d3 (held out of their training): projected 68
+    points (jaw excluded) within 7 % of the inter-ocular distance of MediaPipe's 68-equivalents."""
+    from tracker.correspondence import load_mp68
+    from tracker.landmarks import LandmarkDetector, inter_ocular
+    from tracker.quality import NO_JAW, point_error_pct
+    from tracker.sources import open_source
+    from tracker.track import project_lmk68
+
+    reg = make_regressor()
+    mp68 = load_mp68()
+    errs = []
+    with open_source(str(videos["d3"])) as src, LandmarkDetector() as det:
+        info = src.info
+        cam = camera_from_fov(info.width, info.height, 50.0, info.sar)
+        for frame in src:
+            if frame.index >= 120:
+                break
+            faces = det.detect(frame.image, frame.time_s, info.sar)
+            if frame.index % 4 or not faces:
+                continue
+            p = reg.predict(frame.image, faces[0], cam)
+            assert p.lighting is not None and p.lighting.shape == (27,)
+            assert np.all((p.expression >= 0) & (p.expression <= 1))
+            t68 = mp68.points(faces[0].points[:468, :2])
+            errs.append(point_error_pct(project_lmk68(model, cam, p)[NO_JAW], t68[NO_JAW],
+                                        inter_ocular(faces[0].points)))
+    assert len(errs) >= 20
+    assert np.mean(errs) < 7.0, np.mean(errs)
+    assert isinstance(Landmarks(np.zeros((478, 3), np.float32)), Landmarks)
