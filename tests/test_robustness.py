@@ -169,6 +169,17 @@ def test_faceless_video_every_row_lost(tmp_path, model_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["OUT.csv", "OUT.csv.json"]
 
 
+def test_a_normal_run_prints_only_its_summary(tmp_path, face_frames, model_path):
+    """No native MediaPipe/TFLite/absl start-up chatter ("Created TensorFlow Lite XNNPACK
+    delegate", "Feedback manager requires a model…", "Using NORM_RECT without
+    IMAGE_DIMENSIONS…") and no warnings around a clean run: stderr stays empty."""
+    clip = mk.write_video(tmp_path / "face.mp4", frames=face_frames, size=UPRIGHT)
+    r = run_cli("track", clip, "--csv", tmp_path / "face.csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert len(r.stdout.splitlines()) == 1 and f"face in {N_FRAMES} (100.0%)" in r.stdout
+
+
 @pytest.mark.xfail(strict=True, reason="LandmarkDetector.detect redirects fd 2 to /dev/null "
                    "(quiet_native_stderr) on every call until a face is seen; fd 2 is "
                    "process-wide and track_video runs detect on its own thread, so whatever "

@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -81,11 +82,16 @@ class BenchConfig:
     quick: bool = False
 
 
+def _natural(p: Path) -> list[object]:
+    """Sort key: ``d3 < d10``, case-insensitive."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.stem)]
+
+
 def default_videos(quick: bool = False) -> tuple[Path, ...]:
     """Every ``*.mp4`` under ``$FACE3D_MEDIA/videos`` (sorted by name); two talking clips for
     ``quick``. Raises :class:`InputError` when there is none."""
     media = os.environ.get("FACE3D_MEDIA")
-    vids = sorted(Path(media, "videos").rglob("*.mp4"), key=lambda p: p.stem.lower()) if media else []
+    vids = sorted(Path(media, "videos").rglob("*.mp4"), key=_natural) if media else []
     if not vids:
         raise InputError("no videos to benchmark: set FACE3D_MEDIA to the shared media folder "
                          "or pass --videos")

@@ -21,6 +21,19 @@ def _f(x: Any, fmt: str = ".2f") -> str:
     return format(x, fmt)
 
 
+def _finite(o: Any) -> Any:
+    """``o`` with NaN/inf floats replaced by ``None`` (strict JSON), containers recursed."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    return o
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
@@ -323,6 +336,7 @@ def write_report(out: Path, rep: dict[str, Any]) -> dict[str, Any]:
     plots = plot_all(out, rep)
     body = {k: v for k, v in rep.items() if k != "plots"}
     body["plot_files"] = [p.name for p in plots]
-    (out / "report.json").write_text(json.dumps(body, indent=1, default=_json_default, allow_nan=True))
+    (out / "report.json").write_text(json.dumps(_finite(body), indent=1, default=_json_default,
+                                                allow_nan=False))
     (out / "report.md").write_text(markdown(rep, plots))
     return {"md": out / "report.md", "json": out / "report.json", "plots": plots}

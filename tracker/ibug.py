@@ -126,17 +126,23 @@ def write_pts(path: str | os.PathLike[str], points: np.ndarray, one_based: bool 
 def find_annotated_images(*roots: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
     """``(image, pts)`` pairs under the folders ``roots`` (recursively): every ``X.pts`` with an
     image ``X.<suffix>`` next to it (suffixes in :data:`IMAGE_SUFFIXES`, any case), sorted."""
-    pairs: list[tuple[Path, Path]] = []
+    pairs: set[tuple[Path, Path]] = set()
     for root in roots:
         r = Path(root)
         if not r.is_dir():
             continue
+        images: dict[Path, dict[str, Path]] = {}  # folder -> stem -> first image (sorted)
         for pts in sorted(r.rglob("*.pts")):
-            for img in sorted(pts.parent.glob(pts.stem + ".*")):
-                if img.suffix.lower() in IMAGE_SUFFIXES and img.is_file():
-                    pairs.append((img, pts))
-                    break
-    return sorted(set(pairs))
+            if pts.parent not in images:
+                found: dict[str, Path] = {}
+                for f in sorted(pts.parent.iterdir()):
+                    if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                        found.setdefault(f.stem, f)
+                images[pts.parent] = found
+            img = images[pts.parent].get(pts.stem)
+            if img is not None:
+                pairs.add((img, pts))
+    return sorted(pairs)
 
 
 def inter_ocular_68(points: np.ndarray) -> float:
