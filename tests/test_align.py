@@ -7,9 +7,22 @@ import math
 import numpy as np
 import pytest
 
-from tracker.align import (EYE_RING_L, EYE_RING_R, MOUTH_L, MOUTH_R, NOSE_TIP, TEMPLATE,
-                           align_affine, apply_affine, crop_camera, crop_landmarks, five_points,
-                           similarity_2d, template_pixels, warp_crop)
+from tracker.align import (
+    EYE_RING_L,
+    EYE_RING_R,
+    MOUTH_L,
+    MOUTH_R,
+    NOSE_TIP,
+    TEMPLATE,
+    align_affine,
+    apply_affine,
+    crop_camera,
+    crop_landmarks,
+    five_points,
+    similarity_2d,
+    template_pixels,
+    warp_crop,
+)
 from tracker.camera import camera_from_fov, project
 from tracker.errors import InputError
 from tracker.rotation import euler_to_quat, quat_to_matrix

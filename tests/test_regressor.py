@@ -9,7 +9,12 @@ import pytest
 from tracker.align import apply_affine, crop_face
 from tracker.camera import camera_from_fov, project
 from tracker.errors import BackendUnavailableError, ModelError
-from tracker.regressor import DEFAULT_WEIGHTS, make_regressor, ray_rotation, rot6d_to_matrix
+from tracker.regressor import (
+    DEFAULT_WEIGHTS,
+    make_regressor,
+    ray_rotation,
+    rot6d_to_matrix,
+)
 from tracker.rotation import quat_to_matrix
 from tracker.types import Landmarks
 
@@ -133,3 +138,21 @@ def test_default_weights_on_a_held_out_clip(model, videos):
     assert len(errs) >= 20
     assert np.mean(errs) < 7.0, np.mean(errs)
     assert isinstance(Landmarks(np.zeros((478, 3), np.float32)), Landmarks)
+
+
+def test_rotate_sh_moves_the_light_with_the_frame():
+    """Shading image-frame normals with the rotated SH equals shading the crop-frame normals."""
+    from kernels.shading import sh_shade
+    from tracker.regressor import rotate_sh
+    from tracker.rotation import euler_to_quat
+
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=27).astype(np.float32)
+    rz = quat_to_matrix(euler_to_quat(0.0, 0.0, 25.0))
+    n_img = rng.normal(size=(100, 3))
+    n_img /= np.linalg.norm(n_img, axis=1, keepdims=True)
+    alb = np.ones((100, 3))
+    want = sh_shade(n_img @ rz.T, alb, g)
+    got = sh_shade(n_img, alb, rotate_sh(g, rz))
+    assert np.allclose(got, want, atol=1e-5)
+    assert np.allclose(rotate_sh(g, np.eye(3)), g, atol=1e-6)

@@ -57,9 +57,9 @@ def test_smoke_run_lowers_the_loss_and_exports_onnx(smoke_run):
 def test_cache_layout_and_pseudo_labels(smoke_run, model):
     """Shards hold consistent arrays; the tracker's fit, drawn in the crop camera, lands on the
     MediaPipe points (the crop camera is exact); skin masks cover part of the crop."""
-    from trainer.data import load_cache
     from tracker.correspondence import load_correspondence
     from tracker.facemodel import vertices
+    from trainer.data import load_cache
 
     d = load_cache(smoke_run / "cache", include=("d10.mp4",))
     n = len(d["image"])
@@ -121,7 +121,7 @@ def test_ddp_two_cpu_processes(smoke_run, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "trainer.cli",
                         "--config", str(cfg), "--out", str(out)], capture_output=True, text=True,
-                       env=env, timeout=300, cwd=ROOT)
+                       env=env, timeout=300, cwd=ROOT, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout
     assert len(_losses(out / "metrics.csv")) == 4
@@ -140,8 +140,8 @@ def test_export_cli(smoke_run, tmp_path, capsys):
 
 
 def test_config_rejects_unknown_keys(tmp_path):
-    from trainer.config import load_train_config
     from tracker.errors import ConfigError
+    from trainer.config import load_train_config
 
     p = tmp_path / "bad.toml"
     p.write_text("[optim]\nlearning_rate = 1.0\n")

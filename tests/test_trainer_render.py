@@ -8,10 +8,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from trainer.facelayer import (crop_params_from_pose, matrix_to_rot6d, pose_from_crop_params,  # noqa: E402
-                               rot6d_to_matrix, sh_shade, vertex_normals)
-from trainer.render import CpuRenderer, clip_from_crop_camera, make_renderer  # noqa: E402
-from tracker.errors import BackendUnavailableError  # noqa: E402
+from tracker.errors import BackendUnavailableError
+from trainer.facelayer import (
+    crop_params_from_pose,
+    matrix_to_rot6d,
+    pose_from_crop_params,
+    rot6d_to_matrix,
+    sh_shade,
+    vertex_normals,
+)
+from trainer.render import CpuRenderer, clip_from_crop_camera, make_renderer
 
 
 def _mesh():

@@ -11,9 +11,11 @@ The network works in the crop (:mod:`tracker.align`): it sees the aligned ``S x 
 landmarks in crop pixels, and predicts the pose relative to the crop frame (rotation relative to
 the viewing ray through the model origin, the origin's crop position and its apparent scale; see
 :func:`pose_from_crop_outputs`). The crop camera is exact, so the pose converts back to the image
-camera without approximation: ``R = Rzᵀ R_crop``, ``t = Rzᵀ t_crop``. Lighting (27 SH, colour-major,
-DC offset included) and albedo (``(K, 3)`` coefficients of :func:`trainer.albedo.albedo_basis`)
-refer to crop-camera normals (the crop camera's roll ``Rz`` about the optical axis is small).
+camera without approximation: ``R = Rzᵀ R_crop``, ``t = Rzᵀ t_crop``; the SH lighting (27,
+colour-major, Deep3DFaceRecon's basis of :mod:`kernels.shading`, DC offset included) is rotated
+the same way (:func:`rotate_sh`), so it applies to image-camera normals. Albedo is ``(K, 3)``
+coefficients of the trainer's basis (:func:`trainer.albedo.albedo_basis`: mean skin colour plus
+the smoothest face-mesh Laplacian eigenvectors).
 
 Torch and TensorRT are imported lazily, only by their backends.
 """
@@ -79,6 +81,22 @@ def pose_from_crop_outputs(r6: np.ndarray, origin: np.ndarray, log_scale: float,
     return ray_rotation(ray) @ rot6d_to_matrix(r6), d * ray
 
 
+def rotate_sh(gamma: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """SH lighting ``(27,)`` for normals in frame A → the same light for normals in frame B, where
+    ``n_A = rot @ n_B``: ``Σ γ'_j b_j(n) = Σ γ_j b_j(rot @ n)`` (bands 0–2 are closed under
+    rotation, so a least-squares fit on sample normals is exact)."""
+    from kernels.shading import sh_basis
+
+    rng = np.random.default_rng(0)
+    n = rng.normal(size=(64, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    b = sh_basis(n)
+    b_rot = sh_basis(n @ np.asarray(rot, np.float64).T)
+    m = np.linalg.lstsq(b, b_rot, rcond=None)[0]  # (9, 9): b_rot = b @ m
+    g = np.asarray(gamma, np.float64).reshape(3, 9)
+    return (g @ m.T).reshape(27).astype(np.float32)
+
+
 class Regressor(Protocol):
     """What every backend handle offers."""
 
@@ -120,7 +138,7 @@ class RegressorHandle:
         return FaceParams(rotation=matrix_to_quat(rz.T @ r_c), translation=rz.T @ t_c,
                           expression=out["expression"][0].astype(np.float32),
                           identity=out["identity"][0].astype(np.float32),
-                          lighting=out["lighting"][0].astype(np.float32),
+                          lighting=rotate_sh(out["lighting"][0], rz),
                           albedo=out["albedo"][0].astype(np.float32))
 
 

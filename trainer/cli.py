@@ -39,6 +39,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ev.add_argument("--every", type=int, default=2, help="use every n-th frame (default 2)")
     ev.add_argument("--max-frames", type=int, default=None, help="frames per clip")
     ev.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the latency")
+    ev.add_argument("--synthetic", type=int, default=0,
+                    help="also measure on N synthetic samples with known coefficients")
     t.set_defaults(func=run)
 
     e = subparsers.add_parser("export", help="export a trained regressor (ONNX, TorchScript, TensorRT)")
@@ -77,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
         reg = make_regressor(w)
         model = load_face_model()
         res = {"weights": str(w), "latency": onnx_latency(w, args.threads), "clips": {}}
+        print("latency", json.dumps(res["latency"]), flush=True)
+        if args.synthetic:
+            from .benchmark import eval_synthetic
+            res["synthetic"] = eval_synthetic(w, model, args.synthetic)
+            print("synthetic", json.dumps(res["synthetic"]), flush=True)
         for v in args.videos:
             res["clips"][Path(v).name] = eval_clip(reg, model, v, args.every, args.max_frames)
             print(Path(v).name, json.dumps(res["clips"][Path(v).name]), flush=True)
@@ -96,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from tracker.errors import InputError
 
-    from .export import export_onnx, export_tensorrt, export_torchscript, load_checkpoint_net
+    from .export import (
+        export_onnx,
+        export_tensorrt,
+        export_torchscript,
+        load_checkpoint_net,
+    )
 
     ck = Path(args.checkpoint)
     if ck.is_dir():

@@ -4,10 +4,12 @@
   MediaPipe's 68-equivalents (:func:`tracker.correspondence.load_mp68`), in % of MediaPipe's
   inter-ocular distance (outer eye corners 33–263) — the crop is a similarity of the frame, so the
   ratio is the same as in the frame;
-* ``photo_err`` / ``photo_err_grey`` / ``photo_gain``: mean RGB distance (0–1 scale) on skin ∩
-  render coverage of the full reconstruction, of the same geometry rendered with a grey albedo
-  under ambient light (the grey level that best fits each crop: its mean skin intensity), and
-  ``1 − photo_err / photo_err_grey``;
+* ``photo_err``: mean RGB distance (0–1 scale) on skin ∩ render coverage of the full
+  reconstruction; the same geometry rendered with a grey albedo under ambient light is one
+  constant grey over the coverage: ``photo_err_grey`` uses the project's default (ambient DC 0.8,
+  albedo = the luminance of the mean skin albedo, 0.65 → grey 0.46), ``photo_err_grey_best``
+  the grey that fits each crop best (its mean skin intensity, a much stronger baseline);
+  ``photo_gain`` / ``photo_gain_best`` are ``1 − photo_err / baseline``;
 * ``pl_exp_mae``, ``pl_rot_deg``: agreement with the tracker's pseudo-labels (expression mean
   absolute difference; rotation angle, degrees).
 """
@@ -31,7 +33,12 @@ def evaluate_cache(net: torch.nn.Module, face: FaceLayer, renderer, data: dict, 
     n = min(len(data["image"]), max_samples)
     ix = np.linspace(0, len(data["image"]) - 1, n).astype(int)
     mp68 = load_mp68()
-    nme, pe, pg, emae, rdeg = [], [], [], [], []
+    nme, pe, pg, pb, emae, rdeg = [], [], [], [], [], []
+    from kernels.shading import SH_A, SH_C, SH_INIT_DC
+
+    from .albedo import MEAN_SKIN_RGB
+    lum = 0.299 * MEAN_SKIN_RGB[0] + 0.587 * MEAN_SKIN_RGB[1] + 0.114 * MEAN_SKIN_RGB[2]
+    grey_fixed = SH_INIT_DC * SH_A[0] * SH_C[0] * lum
     was_training = net.training
     net.eval()
     for a in range(0, n, chunk):
@@ -51,10 +58,12 @@ def evaluate_cache(net: torch.nn.Module, face: FaceLayer, renderer, data: dict, 
             grey = (target * m[..., None]).sum((1, 2, 3)) / (3 * m.sum((1, 2)).clamp(min=1))
             # grey albedo under ambient light renders one constant grey over the coverage
             err = ((img - target) ** 2).sum(-1).sqrt()
-            err_g = ((grey[:, None, None, None] - target) ** 2).sum(-1).sqrt()
+            err_b = ((grey[:, None, None, None] - target) ** 2).sum(-1).sqrt()
+            err_g = ((grey_fixed - target) ** 2).sum(-1).sqrt()
             msum = m.sum((1, 2)).clamp(min=1)
             pe.append(((err * m).sum((1, 2)) / msum).cpu().numpy())
             pg.append(((err_g * m).sum((1, 2)) / msum).cpu().numpy())
+            pb.append(((err_b * m).sum((1, 2)) / msum).cpu().numpy())
         emae.append((fw.coeffs["expression"].clamp(0, 1) - b["expr"]).abs().mean(1).cpu().numpy())
         rel = fw.rot.transpose(1, 2) @ b["rot"]
         tr = rel.diagonal(dim1=1, dim2=2).sum(-1)
@@ -65,5 +74,7 @@ def evaluate_cache(net: torch.nn.Module, face: FaceLayer, renderer, data: dict, 
            "pl_rot_deg": float(np.mean(np.concatenate(rdeg)))}
     if pe:
         e, g = float(np.mean(np.concatenate(pe))), float(np.mean(np.concatenate(pg)))
-        out.update(photo_err=e, photo_err_grey=g, photo_gain=1.0 - e / g if g > 0 else float("nan"))
+        gb = float(np.mean(np.concatenate(pb)))
+        out.update(photo_err=e, photo_err_grey=g, photo_gain=1.0 - e / g if g > 0 else float("nan"),
+                   photo_err_grey_best=gb, photo_gain_best=1.0 - e / gb if gb > 0 else float("nan"))
     return out

@@ -22,9 +22,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -217,7 +217,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
             ix = rng.integers(0, n_train, cfg.optim.batch)
             b = {k: train_data[k][ix] for k in KEYS}
             b = augment(b, rng, cfg.size, cfg.data.augment_px, cfg.data.augment_scale, cfg.data.augment_deg)
-            n_syn = int(round(cfg.data.synth_frac * cfg.optim.batch))
+            n_syn = round(cfg.data.synth_frac * cfg.optim.batch)
             if n_syn > 0:
                 syn = synth_samples(rng, n_syn, face, renderer, train_data["image"], cfg.size, gaze)
                 b = {k: np.concatenate([b[k][n_syn:], syn[k]]) for k in KEYS}

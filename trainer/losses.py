@@ -25,8 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .facelayer import (FaceLayer, crop_params_from_pose, pose_from_crop_params, sh_shade,
-                        vertex_normals)
+from .facelayer import (
+    FaceLayer,
+    crop_params_from_pose,
+    pose_from_crop_params,
+    sh_shade,
+    vertex_normals,
+)
 from .net import decode
 from .render import DiffRenderer, clip_from_crop_camera
 

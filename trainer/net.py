@@ -1,5 +1,7 @@
 """The regressor network: a small MobileNet-like CNN on the aligned crop, fused with an MLP on the
-crop-frame MediaPipe landmarks, and one zero-initialised linear head for every coefficient.
+crop-frame MediaPipe landmarks; a zero-initialised linear head for the geometry (pose, expression,
+identity) on the fused features and a zero-initialised colour head (SH light, albedo) on the image
+features alone.
 
 Inputs: ``image (B, 3, S, S) float32`` RGB in [0, 1] (no normalisation, as Deep3DFaceRecon), and
 ``landmarks (B, 478, 3) float32`` in crop pixels (x, y; z = MediaPipe's relative depth scaled to
@@ -89,9 +91,17 @@ class RegressorNet(nn.Module):
             feat += cfg.lmk_hidden
         self.fuse = nn.Sequential(nn.Linear(feat, cfg.fuse_hidden), nn.ReLU(inplace=True))
         d = sum(self.sizes.values())
-        self.head = nn.Linear(cfg.fuse_hidden, d)
+        self.n_colour = self.sizes["lighting"] + self.sizes["albedo"]  # the last two outputs
+        # Colour (light, albedo) comes from the image branch alone: fed the landmarks too, the
+        # head memorised each training person's skin tone from their face shape.
+        cin = c if cfg.use_image else cfg.fuse_hidden
+        self.colour_head = nn.Sequential(nn.Linear(cin, 128), nn.ReLU(inplace=True),
+                                         nn.Linear(128, self.n_colour))
+        nn.init.zeros_(self.colour_head[2].weight)
+        nn.init.zeros_(self.colour_head[2].bias)
+        self.head = nn.Linear(cfg.fuse_hidden, d - self.n_colour)
         nn.init.zeros_(self.head.weight)
-        bias = torch.zeros(d)
+        bias = torch.zeros(d - self.n_colour)
         lo = self._offset("expression")
         bias[lo:lo + n_exp] = math.log(EXPR_EPS / (1.0 - EXPR_EPS))
         with torch.no_grad():
@@ -112,13 +122,15 @@ class RegressorNet(nn.Module):
         s = float(self.cfg.size)
         if self.cfg.use_image:
             feats.append(self.cnn(image).flatten(1))
+        img_feat = feats[0] if self.cfg.use_image else None
         if self.cfg.use_landmarks:
             xy = (landmarks[..., :2] - s / 2.0) / (s / 2.0)
             if self.cfg.lmk_z:
                 xy = torch.cat([xy, landmarks[..., 2:3] / (s / 2.0)], -1)
             feats.append(self.lmk(xy.flatten(1)))
         h = self.fuse(torch.cat(feats, 1) if len(feats) > 1 else feats[0])
-        return self.head(h) * self.out_scale
+        col = self.colour_head(img_feat if img_feat is not None else h)
+        return torch.cat([self.head(h), col], 1) * self.out_scale
 
 
 def split_raw(raw: torch.Tensor, sizes: dict[str, int]) -> dict[str, torch.Tensor]:

@@ -19,7 +19,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tracker.align import EYE_RING_L, EYE_RING_R, align_affine, crop_camera, crop_landmarks
+from tracker.align import (
+    EYE_RING_L,
+    EYE_RING_R,
+    align_affine,
+    crop_camera,
+    crop_landmarks,
+)
 from tracker.camera import camera_from_fov
 from tracker.rotation import euler_to_quat, quat_to_matrix
 
