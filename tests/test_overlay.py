@@ -1,0 +1,261 @@
+"""Overlay video/image: same frames, size, timestamps, SAR and audio as the input; the face is
+drawn where it is and nothing else changes (beyond H.264 re-encoding)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import mkvideo  # tests/mkvideo.py (tests/ is on sys.path)
+import numpy as np
+import pytest
+
+from tracker.errors import InputError
+
+
+def cut(src: Path, dst: Path, seconds: float) -> Path:
+    """Copy the first ``seconds`` of ``src``'s first video and audio streams (packets, no
+    re-encoding) into ``dst``; container start offsets are kept."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        chosen = [inp.streams.video[0], *inp.streams.audio[:1]]
+        outs = {s.index: out.add_stream_from_template(s) for s in chosen}
+        v0 = inp.streams.video[0]
+        t0 = float((v0.start_time or 0) * v0.time_base)
+        for p in inp.demux(chosen):
+            if p.dts is None or float(p.dts * p.time_base) > t0 + seconds:
+                continue
+            p.stream = outs[p.stream.index]
+            out.mux(p)
+    return dst
+
+
+def decode(path: Path) -> tuple[list[float], np.ndarray, dict]:
+    """Times, frames ``(N, H, W, 3)`` and stream facts of a video, through the project's source."""
+    from tracker.sources import open_source
+
+    with open_source(str(path)) as src:
+        frames = list(src)
+        start = src.start_time_s
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        facts = {"sar": v.sample_aspect_ratio or Fraction(1), "pix_fmt": v.codec_context.pix_fmt,
+                 "codec": v.codec_context.name, "start": start,
+                 "audio": [(a.codec_context.name, float((a.start_time or 0) * a.time_base),
+                            a.codec_context.sample_rate) for a in c.streams.audio]}
+        facts["audio_packets"] = sum(1 for p in c.demux(c.streams.audio[0]) if p.size) \
+            if c.streams.audio else 0
+    return [f.time_s for f in frames], np.stack([f.image for f in frames]), facts
+
+
+@pytest.fixture(scope="module")
+def talking(videos, tmp_path_factory) -> Path:
+    """2 s of a frontal talking-head clip with its AAC audio."""
+    return cut(videos["d10"], tmp_path_factory.mktemp("ov") / "d10_2s.mp4", 2.0)
+
+
+@pytest.fixture(scope="module")
+def tracked(talking, model):
+    from tracker.track import track_video
+    from tracker.trackconfig import load_track_config
+
+    cfg = load_track_config()
+    summary, results = track_video(str(talking), model, cfg, None, progress=False)
+    assert summary.tracked_frames == summary.frames
+    return cfg, results
+
+
+def face_boxes(model, cfg, talking, results, margin: int = 0) -> list[tuple[int, int, int, int]]:
+    """Per frame, the pixel box of the overlay's mesh (plus ``margin``)."""
+    from tracker.overlay import FaceDrawer, faces_of
+    from tracker.pipeline import make_camera
+    from tracker.scene import face_box
+    from tracker.sources import probe
+
+    cam = make_camera(probe(str(talking)), cfg)
+    d = FaceDrawer(model, cam)
+    boxes = []
+    for r in results:
+        (p,) = faces_of(r)
+        x0, y0, x1, y1 = face_box(cam, d._camera_vertices(p))
+        boxes.append((max(x0 - margin, 0), max(y0 - margin, 0), x1 + margin, y1 + margin))
+    return boxes
+
+
+@pytest.fixture(scope="module")
+def shaded(tracked, talking, model, tmp_path_factory):
+    from tracker.overlay import write_overlay
+
+    cfg, results = tracked
+    out = tmp_path_factory.mktemp("ov") / "shaded.mp4"
+    summary = write_overlay(str(talking), out, results, model, cfg, mode="shaded")
+    return out, summary
+
+
+def test_overlay_keeps_frames_size_times_and_audio(talking, shaded):
+    out, summary = shaded
+    t_in, f_in, a = decode(talking)
+    t_out, f_out, b = decode(out)
+    assert summary.frames == len(t_in) == len(t_out)
+    assert f_out.shape == f_in.shape
+    np.testing.assert_allclose(t_out, t_in, atol=1e-6)
+    assert b["codec"] == "h264" and b["pix_fmt"] == "yuv420p" and b["sar"] == a["sar"]
+    assert b["audio"] == a["audio"] and b["audio_packets"] == a["audio_packets"]
+    assert not list(out.parent.glob(".*.tmp-*"))  # the temporary file was renamed away
+
+
+def test_overlay_changes_the_face_and_nothing_else(talking, shaded, tracked, model, tmp_path):
+    """Away from the face the overlay differs from the input no more than a re-encode with
+    nothing drawn does (H.264 of an already-compressed clip: measured mean 2.0 levels at most)."""
+    from tracker.overlay import write_overlay
+
+    out, _ = shaded
+    cfg, results = tracked
+    null = write_overlay(str(talking), tmp_path / "null.mp4", [], model, cfg).path
+    _, f_in, _ = decode(talking)
+    _, f_out, _ = decode(out)
+    _, f_null, _ = decode(null)
+    diff = np.abs(f_out.astype(np.int16) - f_in.astype(np.int16)).max(-1)
+    diff0 = np.abs(f_null.astype(np.int16) - f_in.astype(np.int16)).max(-1)
+    inner = face_boxes(model, cfg, talking, results)
+    outer = face_boxes(model, cfg, talking, results, margin=16)
+    for k, ((x0, y0, x1, y1), (X0, Y0, X1, Y1)) in enumerate(zip(inner, outer)):
+        far = np.ones(diff.shape[1:], bool)
+        far[Y0:Y1, X0:X1] = False
+        assert diff[k][far].mean() <= 1.2 * diff0[k][far].mean() + 0.3, k
+        assert diff[k][far].mean() < 3.0 and np.percentile(diff[k][far], 99) < 14, k
+        # the face is drawn over: the centre of the face box changes a lot
+        cy, cx, hh, hw = (y0 + y1) // 2, (x0 + x1) // 2, (y1 - y0) // 6, (x1 - x0) // 6
+        assert diff[k][cy - hh:cy + hh, cx - hw:cx + hw].mean() > 15, k
+
+
+@pytest.mark.parametrize("mode", ["wire", "points"])
+def test_other_modes_draw_on_the_face(mode, talking, tracked, model, tmp_path):
+    from tracker.overlay import write_overlay
+
+    cfg, results = tracked
+    out = write_overlay(str(talking), tmp_path / f"{mode}.mp4", results, model, cfg, mode=mode).path
+    _, f_in, _ = decode(talking)
+    _, f_out, _ = decode(out)
+    diff = np.abs(f_out[:5].astype(np.int16) - f_in[:5].astype(np.int16)).max(-1)
+    inner = face_boxes(model, cfg, talking, results[:5])
+    outer = face_boxes(model, cfg, talking, results[:5], margin=16)
+    for k in range(5):
+        x0, y0, x1, y1 = inner[k]
+        X0, Y0, X1, Y1 = outer[k]
+        far = np.ones(diff.shape[1:], bool)
+        far[Y0:Y1, X0:X1] = False
+        assert diff[k][far].mean() < 2.5
+        changed = (diff[k][y0:y1, x0:x1] > 40).mean()
+        assert changed > (0.10 if mode == "wire" else 0.005), changed
+
+
+def test_start_offset_and_audio_sync_are_kept(videos, model, tmp_path):
+    """The hamilton clip's video starts 0.85 s after its audio: both clocks survive, and frames
+    with nothing to draw come back as they went in."""
+    from tracker.overlay import write_overlay
+    from tracker.trackconfig import load_track_config
+
+    src = cut(videos["short_hamilton_clip"], tmp_path / "ham.mp4", 1.0)
+    out = write_overlay(str(src), tmp_path / "ham_ov.mp4", [], model, load_track_config()).path
+    t_in, f_in, a = decode(src)
+    t_out, f_out, b = decode(out)
+    assert a["start"] > 0.8 and abs(b["start"] - a["start"]) < 1e-3
+    assert b["audio"] == a["audio"] and b["audio_packets"] == a["audio_packets"]
+    np.testing.assert_allclose(t_out, t_in, atol=1e-6)
+    assert np.abs(f_out.astype(np.int16) - f_in.astype(np.int16)).mean() < 2.5
+
+
+def test_sar_rotation_and_odd_size(tmp_path, model):
+    from tracker.overlay import write_overlay
+    from tracker.trackconfig import load_track_config
+
+    cfg = load_track_config()
+    sar = mkvideo.write_video(tmp_path / "sar.mp4", n_frames=4, size=(64, 48), sar=Fraction(15, 16))
+    rot = mkvideo.write_video(tmp_path / "rot.mp4", n_frames=4, size=(64, 48), rotation_cw=90)
+    odd = mkvideo.write_video(tmp_path / "odd.mkv", n_frames=4, size=(63, 47), pix_fmt="yuv444p")
+    for src, sar_out, shape, pix in ((sar, Fraction(15, 16), (48, 64), "yuv420p"),
+                                     (rot, Fraction(1), (64, 48), "yuv420p"),
+                                     (odd, Fraction(1), (47, 63), "yuv444p")):
+        out = write_overlay(str(src), tmp_path / f"{src.stem}_ov.mp4", [], model, cfg).path
+        t_in, f_in, _ = decode(src)
+        t_out, f_out, facts = decode(out)
+        assert f_out.shape == f_in.shape == (4, *shape, 3)
+        assert facts["sar"] == sar_out and facts["pix_fmt"] == pix
+        np.testing.assert_allclose(t_out, t_in, atol=1e-6)
+        assert np.abs(f_out.astype(int) - f_in.astype(int)).mean() < 3
+
+
+def test_audio_the_container_cannot_hold_is_transcoded(tmp_path, model):
+    from tracker.overlay import write_overlay
+    from tracker.trackconfig import load_track_config
+
+    src = tmp_path / "mulaw.mov"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        aus = out.add_stream("pcm_mulaw", rate=8000, layout="mono")
+        for i in range(10):
+            for p in vs.encode(av.VideoFrame.from_ndarray(mkvideo.pattern(i), format="rgb24")):
+                out.mux(p)
+        t = np.arange(8000, dtype=np.float32) / 8000
+        f = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t))[None], format="flt",
+                                       layout="mono")
+        f.sample_rate, f.pts = 8000, 0
+        for p in aus.encode(f):
+            out.mux(p)
+        for s in (vs, aus):
+            for p in s.encode(None):
+                out.mux(p)
+    out = write_overlay(str(src), tmp_path / "mulaw_ov.mp4", [], model, load_track_config()).path
+    _, frames, facts = decode(out)
+    assert len(frames) == 10
+    assert facts["audio"][0][0] == "aac" and facts["audio_packets"] > 5
+
+
+def test_failure_leaves_no_file(talking, tracked, model, tmp_path, monkeypatch):
+    from tracker import overlay
+
+    cfg, results = tracked
+    calls = {"n": 0}
+    real = overlay.FaceDrawer.draw
+
+    def failing(self, image, faces):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise RuntimeError("boom")
+        return real(self, image, faces)
+
+    monkeypatch.setattr(overlay.FaceDrawer, "draw", failing)
+    target = tmp_path / "never.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        overlay.write_overlay(str(talking), target, results, model, cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_still_image_overlay(media_dir, model, tmp_path):
+    from tracker.overlay import write_overlay
+    from tracker.sources import open_source
+    from tracker.track import track_video
+    from tracker.trackconfig import load_track_config
+
+    img = media_dir / "images" / "skimage" / "astronaut.png"
+    cfg = load_track_config()
+    _, results = track_video(str(img), model, cfg, None, progress=False)
+    out = write_overlay(str(img), tmp_path / "a.png", results, model, cfg).path
+    with open_source(str(img)) as a, open_source(str(out)) as b:
+        (fa,), (fb,) = list(a), list(b)
+    assert fb.image.shape == fa.image.shape
+    changed = np.abs(fb.image.astype(int) - fa.image.astype(int)).max(-1) > 0
+    assert 0.03 < changed.mean() < 0.4
+    assert not changed[:40].any() and not changed[-40:].any()  # head top / body untouched
+
+
+def test_unreadable_input_raises_input_error(tmp_path, model):
+    from tracker.overlay import write_overlay
+    from tracker.trackconfig import load_track_config
+
+    bad = mkvideo.write_text(tmp_path / "bad.mp4")
+    with pytest.raises(InputError):
+        write_overlay(str(bad), tmp_path / "o.mp4", [], model, load_track_config())
+    assert not (tmp_path / "o.mp4").exists()

@@ -1,0 +1,353 @@
+"""Overlay: the reconstructed faces drawn over the input, as an H.264 video or a still image.
+
+:func:`write_overlay` decodes the input again (:func:`tracker.sources.open_source`), draws each
+frame's faces from the final (smoothed) results with a :class:`FaceDrawer`, and encodes with
+:class:`tracker.videoout.H264Writer` at the input's exact size, frame rate, timestamps, sample
+aspect ratio and colour tags, with its audio copied. Decoding, drawing and encoding run in three
+threads (PyAV releases the GIL while it decodes, converts and encodes).
+
+Modes: ``"shaded"`` — the ICT face and eyeballs (clay albedo, painted eyes) lit by a fixed Lambert
+light, or by the face's own SH lighting when its :class:`~tracker.types.FaceParams` carries one,
+alpha-blended with antialiased edges; ``"wire"`` — MediaPipe's face-mesh tessellation placed on
+the fitted surface through the MediaPipe↔ICT correspondence, hidden edges dropped by a z-buffer;
+``"points"`` — the projected ICT iBUG-68 points. Pixels away from the drawn faces are the decoded
+input, untouched before encoding.
+
+Threads: drawing uses numba with ``threads=1`` by default: it shares the 2 cores with the decoder
+and libx264, and a parallel numba kernel waits at its barrier for a descheduled worker (measured
+in ``docs/README-picture.md``'s notes: see the report of the overlay benchmark there).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import InputError
+from .facemodel import FaceModel
+from .rotation import quat_to_matrix
+from .scene import (
+    HeadMesh,
+    Layer,
+    combine,
+    composite,
+    face_box,
+    head_mesh,
+    lambert_colours,
+    numba_threads,
+    posed_vertices,
+    project_points,
+    render_layer,
+    sh_colours,
+    transform_points,
+    visible_points,
+)
+from .types import Camera, FaceParams, FrameResult
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["shaded", "wire", "points"]
+MODES: tuple[str, ...] = ("shaded", "wire", "points")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+OVERLAY_PARTS = ("face", "eyeball_left", "eyeball_right")
+DEFAULT_CRF = 20
+DEFAULT_PRESET = "veryfast"
+WIRE_RGB = (90, 235, 255)
+WIRE_DENSE_MIN_PX = 70.0
+"""Below this half-width of the face (pixels) the wireframe shows contours only."""
+POINT_RGB = (255, 70, 60)
+EYE_CAP_DEG = 70.0
+"""Eyeball triangles beyond this angle from the eye's axis are never visible; not drawn."""
+LIGHT_DIR = (-0.35, 0.45, 1.0)
+"""Overlay light direction (toward the light, camera space): above-left of the camera."""
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """``alpha``: opacity of the shaded face; ``antialias``: soften its silhouette; ``ambient`` /
+    ``diffuse``: Lambert terms of the fixed light; ``line_px`` / ``point_px``: wire and dot size
+    (``0``: from the face size); ``wire_alpha``: opacity of the wireframe."""
+
+    alpha: float = 0.8
+    antialias: bool = True
+    ambient: float = 0.35
+    diffuse: float = 0.7
+    line_px: int = 1
+    point_px: int = 0
+    wire_alpha: float = 0.75
+
+
+class FaceDrawer:
+    """Draws faces from :class:`FaceParams` over images of one camera. Holds the prepared mesh,
+    the MediaPipe tessellation on it, and the last identity's evaluated base (identity is held
+    per track, so it is evaluated once); otherwise stateless. Not thread-safe."""
+
+    def __init__(self, model: FaceModel, cam: Camera, mode: Mode = "shaded",
+                 style: OverlayStyle = OverlayStyle(), threads: int | None = 1) -> None:
+        if mode not in MODES:
+            raise ValueError(f"overlay mode must be one of {MODES}, got {mode!r}")
+        from .albedo import Palette, vertex_albedo
+
+        clay = Palette(skin=(0.80, 0.78, 0.76), lips=(0.72, 0.52, 0.52), brows=(0.5, 0.45, 0.42),
+                       brow_strength=0.3)
+        parts = tuple(p for p in OVERLAY_PARTS if p in model.part_names) or ("face",)
+        self.model, self.cam, self.mode, self.style, self.threads = model, cam, mode, style, threads
+        self.mesh: HeadMesh = head_mesh(model, parts, vertex_albedo(model, clay), narrow_face=True,
+                                        eye_cap_deg=EYE_CAP_DEG)
+        self._ident_key: bytes | None = None
+        self._ident_base: np.ndarray | None = None
+        self._wire: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        if mode == "wire":
+            self._wire = _tessellation(model, self.mesh)
+
+    def draw(self, image: np.ndarray, faces: Sequence[FaceParams]) -> np.ndarray:
+        """A copy of ``image`` ``(H, W, 3) uint8`` RGB with ``faces`` drawn (farthest first)."""
+        out = image.copy()
+        order = sorted(faces, key=lambda p: float(p.translation[2]))  # more negative z = farther
+        with numba_threads(self.threads):
+            for p in order:
+                x_cam = self._camera_vertices(p)
+                if self.mode == "shaded":
+                    layer = self._shaded(x_cam, p)
+                    if layer is not None:
+                        composite(out, layer, self.style.alpha)
+                elif self.mode == "wire":
+                    self._draw_wire(out, x_cam)
+                else:
+                    self._draw_points(out, p)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _camera_vertices(self, p: FaceParams) -> np.ndarray:
+        ident = np.asarray(p.identity, np.float32)
+        key = ident.tobytes()
+        if key != self._ident_key:
+            self._ident_key = key
+            self._ident_base = None
+        v, self._ident_base = posed_vertices(self.mesh, ident, p.expression, self._ident_base)
+        return transform_points(quat_to_matrix(p.rotation), v, p.translation)
+
+    def _shaded(self, x_cam: np.ndarray, p: FaceParams) -> Layer | None:
+        if p.lighting is not None:
+            colours = sh_colours(self.mesh, x_cam, self.mesh.albedo, p.lighting)
+        else:
+            colours = lambert_colours(self.mesh, x_cam, self.mesh.albedo, LIGHT_DIR,
+                                      self.style.ambient, self.style.diffuse)
+        return render_layer(self.cam, self.mesh, x_cam, colours, antialias=self.style.antialias)
+
+    def _draw_wire(self, out: np.ndarray, x_cam: np.ndarray) -> None:
+        import cv2
+
+        if self._wire is None:
+            return
+        ids, bary, edges, contour = self._wire
+        pts = np.einsum("pkc,pk->pc", x_cam[ids], bary)
+        vis = visible_points(self.cam, self.mesh, x_cam, pts)
+        uv = project_points(self.cam, pts)
+        keep = vis[edges[:, 0]] & vis[edges[:, 1]]
+        iod = float(np.ptp(uv[:, 0])) / 2.0 if len(uv) else 0.0
+        if iod < WIRE_DENSE_MIN_PX:  # a small face: the full tessellation would be a solid blob
+            keep &= contour
+        seg = np.round(uv[edges[keep]] * 16).astype(np.int32)  # 4 fractional bits
+        if not len(seg):
+            return
+        box = face_box(self.cam, pts, margin=3)
+        if box is None:
+            return
+        x0, y0, x1, y1 = box
+        win = out[y0:y1, x0:x1]
+        drawn = win.copy()
+        cv2.polylines(drawn, list(seg - np.array([x0, y0]) * 16), False, WIRE_RGB,
+                      self.style.line_px, cv2.LINE_AA, 4)
+        cv2.addWeighted(drawn, self.style.wire_alpha, win, 1.0 - self.style.wire_alpha, 0.0,
+                        dst=win)
+
+    def _draw_points(self, out: np.ndarray, p: FaceParams) -> None:
+        import cv2
+
+        v = lmk68_vertices(self.model, p.identity, p.expression)
+        x = transform_points(quat_to_matrix(p.rotation), v, p.translation)
+        uv = project_points(self.cam, x)
+        iod = float(np.linalg.norm(uv[36] - uv[45])) if len(uv) == 68 else 50.0
+        r = self.style.point_px or max(1, round(iod / 45.0))
+        for u, v_ in np.round(uv * 16).astype(np.int64):
+            cv2.circle(out, (int(u), int(v_)), r * 16, POINT_RGB, -1, cv2.LINE_AA, 4)
+
+
+def lmk68_vertices(model: FaceModel, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
+    """Model-space iBUG-68 vertices ``(68, 3)`` (like :func:`tracker.facemodel.vertices` with
+    ``idx=lmk68_idx``, without BLAS: see :func:`tracker.scene.combine`)."""
+    idx = model.lmk68_idx
+    v = model.neutral[idx].reshape(-1) + combine(identity, model.id_basis[:, idx].reshape(
+        model.n_identity, -1)) + combine(expression, model.exp_basis[:, idx].reshape(
+            model.n_expression, -1))
+    return v.reshape(-1, 3)
+
+
+def _tessellation(model: FaceModel, mesh: HeadMesh
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe points on the mesh (subset vertex ids ``(P, 3)``, barycentrics ``(P, 3)``), the
+    tessellation's edges ``(E, 2)`` as rows of those, and which edges are contours ``(E,) bool``
+    (lips, eyes, brows, face oval)."""
+    from mediapipe.python.solutions.face_mesh_connections import (
+        FACEMESH_CONTOURS,
+        FACEMESH_TESSELATION,
+    )
+
+    from .correspondence import load_correspondence
+
+    corr = load_correspondence()
+    remap = np.full(model.n_vertices, -1, np.int64)
+    remap[mesh.vertex_ids] = np.arange(len(mesh.vertex_ids))
+    ids = remap[corr.vertex_ids]
+    ok = (ids >= 0).all(1)
+    row = np.full(int(corr.mp_index.max()) + 1, -1, np.int64)
+    row[corr.mp_index[ok]] = np.arange(int(ok.sum()))
+    contours = {tuple(sorted(c)) for c in FACEMESH_CONTOURS}
+    pairs = sorted({tuple(sorted(c)) for c in FACEMESH_TESSELATION} | contours)
+    e = np.array([c for c in pairs if max(c) < len(row)], np.int64)
+    is_contour = np.array([tuple(c) in contours for c in e.tolist()])
+    e = row[e]
+    good = (e >= 0).all(1)
+    return ids[ok], corr.bary[ok].astype(np.float32), e[good], is_contour[good]
+
+
+@dataclass(frozen=True)
+class OverlaySummary:
+    path: Path
+    frames: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def faces_of(result: FrameResult | None) -> list[FaceParams]:
+    """Drawable faces of one frame (tracked, with parameters)."""
+    if result is None:
+        return []
+    return [f.params for f in result.faces if f.params is not None and f.status == "tracked"]
+
+
+def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[FrameResult],
+                  model: FaceModel, cfg: object, mode: Mode = "shaded", *,
+                  style: OverlayStyle = OverlayStyle(), crf: int = DEFAULT_CRF,
+                  preset: str = DEFAULT_PRESET, threads: int | None = 1) -> OverlaySummary:
+    """Draw ``results`` over ``input_spec`` into ``out_path`` (H.264 video, or a still image when
+    the suffix is an image one), atomically. ``cfg`` is the :class:`~tracker.pipeline.TrackConfig`
+    the results were tracked with (it gives the camera). ``threads``: numba threads for drawing.
+
+    Every decoded frame is written (same count, size and timestamps as the input); a frame with
+    no result is written undrawn. Raises :class:`~tracker.errors.InputError` for unreadable input.
+    """
+    from .pipeline import make_camera
+    from .sources import open_source
+    from .track import prefetch
+    from .videoout import H264Writer, probe_timing
+
+    out_path = Path(out_path)
+    t0 = time.perf_counter()
+    src = open_source(input_spec)
+    try:
+        info = src.info
+        cam = make_camera(info, cfg)  # type: ignore[arg-type]
+        drawer = FaceDrawer(model, cam, mode, style, threads)
+        by_index = {r.index: r for r in results}
+        if out_path.suffix.lower() in IMAGE_SUFFIXES:
+            frame = next(iter(src))
+            write_image(out_path, drawer.draw(frame.image, faces_of(by_index.get(frame.index))))
+            return OverlaySummary(out_path, 1, time.perf_counter() - t0)
+        timing = probe_timing(input_spec, info.fps)
+        writer = H264Writer(out_path, info.width, info.height, timing, sar=info.sar, crf=crf,
+                            preset=preset, audio_from=src.path if info.has_audio else None)
+        sink = _ThreadedSink(writer)
+        n = 0
+        try:
+            for frame in prefetch(src):
+                img = drawer.draw(frame.image, faces_of(by_index.get(frame.index)))
+                sink.put(img, timing.pts(frame.time_s))
+                n += 1
+            sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
+    finally:
+        src.close()
+    if src.truncated:
+        log.warning("%s: input ended early; the overlay has the %d frames that decoded",
+                    input_spec, n)
+    if results and n != len(results):
+        log.warning("overlay: decoded %d frames but have results for %d", n, len(results))
+    return OverlaySummary(out_path, n, time.perf_counter() - t0)
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> Path:
+    """Write ``(H, W, 3) uint8`` RGB to ``path`` (format from the suffix) atomically."""
+    import cv2
+
+    from .videoout import temp_path
+
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix.lower(), np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise InputError(f"{path}: cannot encode an image with suffix {path.suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        tmp.write_bytes(buf.tobytes())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class _ThreadedSink:
+    """Runs ``writer.write`` in a background thread behind a small queue; errors are re-raised in
+    the producer at the next :meth:`put` or at :meth:`finish`."""
+
+    def __init__(self, writer, depth: int = 4) -> None:
+        self.writer = writer
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.th = threading.Thread(target=self._run, name="face3d-encode", daemon=True)
+        self.th.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.writer.write(*item)
+                except BaseException as e:  # noqa: BLE001 - handed to the producer
+                    self.error = e
+
+    def put(self, rgb: np.ndarray, pts: int) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((rgb, pts))
+
+    def finish(self) -> Path:
+        self.q.put(None)
+        self.th.join()
+        if self.error is not None:
+            raise self.error
+        return self.writer.close()
+
+    def abort(self) -> None:
+        if self.th.is_alive():
+            self.error = self.error or RuntimeError("aborted")
+            self.q.put(None)
+            self.th.join()
+        self.writer.abort()
