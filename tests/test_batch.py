@@ -171,6 +171,18 @@ def test_changed_settings_or_input_redo_only_what_changed(clip_dir, model_path, 
     assert len(_rows(tmp_path / "out" / "one.csv")) == 1 + 4
 
 
+def test_input_that_became_unreadable_loses_its_stale_output(clip_dir, model_path, tmp_path):
+    src = tmp_path / "in"
+    cut_clip(clip_dir / CLIPS["d14"], src / "v.mp4", 6)
+    opts = _opts(tmp_path / "out", model_path)
+    assert run_batch(plan_jobs(str(src), opts), workers=0).ok == 1
+    assert (tmp_path / "out" / "v.csv").is_file()
+    write_random_bytes(src / "v.mp4", seed=3)  # the file is replaced by garbage
+    s = run_batch(plan_jobs(str(src), opts), workers=0)
+    assert (s.ok, s.failed) == (0, 1)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST_NAME, SUMMARY_NAME]
+
+
 def test_cli_exit_status_and_summary(clip_dir, model_path, tmp_path, capsys):
     from tracker.cli import main
 

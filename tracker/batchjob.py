@@ -6,8 +6,11 @@ file exactly as ``face3d track`` does (:func:`tracker.track.track_video`, or
 Parquet through :mod:`tracker.parquetout`) and its sidecar, stamps the sidecar with the job's
 fingerprint (``batch.fingerprint``: what lets a re-run skip the file), and returns a small
 :class:`FileOutcome`. It never raises: an unreadable input is ``error_kind="input"``, anything
-else ``"crash"``; either way nothing is left at the output path (no partial file, no temporary).
-A Ctrl-C inside the worker removes the file's partial output and propagates.
+else ``"crash"``; either way no partial file or temporary is left. The tracker writes to hidden
+temporaries beside the target (``.NAME.tmp-PID.csv``); the coefficient file is renamed into place
+and the stamped sidecar written last, so "output and sidecar with this fingerprint" means done.
+An unreadable input also removes an earlier run's output of it (it is stale); a crash keeps it.
+A Ctrl-C inside the worker removes the temporaries and propagates.
 """
 
 from __future__ import annotations
@@ -132,8 +135,8 @@ def process_file(job: FileJob, report: Callable[[str, int], None]) -> FileOutcom
     t0 = time.perf_counter()
     out = Path(job.output)
     side = sidecar_path(out)
-    # the tracker writes a CSV; for Parquet that CSV is a temporary beside the target
-    csv_path = out if opts.fmt == "csv" else out.with_name(f".{out.name}.tmp-{os.getpid()}.csv")
+    # the tracker writes CSV + sidecar to temporaries beside the target (same file system)
+    csv_path = out.with_name(f".{out.name}.tmp-{os.getpid()}.csv")
     tmp_side = sidecar_path(csv_path)
     try:
         model = load_model(opts.model)
@@ -155,7 +158,6 @@ def process_file(job: FileJob, report: Callable[[str, int], None]) -> FileOutcom
                                      on_frame=prog, max_frames=opts.max_frames)
         prog.flush()
         if summary.interrupted:
-            _remove(csv_path, tmp_side)
             raise KeyboardInterrupt
         with open(tmp_side) as fh:
             meta = json.load(fh)
@@ -165,18 +167,25 @@ def process_file(job: FileJob, report: Callable[[str, int], None]) -> FileOutcom
         if opts.fmt == "parquet":
             from .parquetout import csv_to_parquet
             csv_to_parquet(csv_path, out, meta)
-            _remove(csv_path, tmp_side)
-        write_json_atomic(side, meta)
+            _remove(csv_path)
+        else:
+            os.replace(csv_path, out)
+        write_json_atomic(side, meta)  # last: its fingerprint marks the file as done
+        _remove(tmp_side)
         return FileOutcome("ok", summary.frames, summary.tracked_frames,
                            time.perf_counter() - t0, worker=worker)
     except InputError as e:
-        _remove(csv_path, tmp_side)
+        # this input gives no output: nor may an earlier run's output of it stay behind
+        _remove(csv_path, tmp_side, side, out)
         return FileOutcome("failed", seconds=time.perf_counter() - t0, error_kind="input",
                            error=str(e).splitlines()[0] if str(e) else type(e).__name__,
                            worker=worker)
+    except KeyboardInterrupt:
+        _remove(csv_path, tmp_side)
+        raise
     except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
         log.debug("%s failed", job.input, exc_info=True)
-        _remove(csv_path, tmp_side)
+        _remove(csv_path, tmp_side)  # an earlier run's output, if any, stays (retried next run)
         msg = (str(e).splitlines() or [""])[0]
         return FileOutcome("failed", seconds=time.perf_counter() - t0, error_kind="crash",
                            error=f"{type(e).__name__}: {msg}", worker=worker)
