@@ -174,12 +174,12 @@ def fake_synth(monkeypatch, videos):
     from tracker.sources import open_source
     from tracker.track import TrackOutputs, track_video
 
-    def synth(out_mp4, model, *, seconds, size, fps, seed):
+    def synth(out_mp4, model, *, seconds, size, fps, seed):  # size = (width, height)
         import cv2
         n = round(seconds * fps)
         with open_source(videos["d10"]) as src:
-            frames = [cv2.resize(f.image, (size, size)) for f, _ in zip(src, range(n))]
-        mk.write_video(out_mp4, frames=frames, size=(size, size), fps=int(fps))
+            frames = [cv2.resize(f.image, size) for f, _ in zip(src, range(n))]
+        mk.write_video(out_mp4, frames=frames, size=size, fps=int(fps))
         track_video(str(out_mp4), model, load_track_config(),
                     TrackOutputs(Path(out_mp4).with_suffix(".csv")), progress=False)
         return Path(out_mp4)

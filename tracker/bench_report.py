@@ -86,8 +86,9 @@ def plot_all(out: Path, rep: dict[str, Any]) -> list[Path]:
                     ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, short, rotation=30, ha="right")
     ax.set_ylabel("frames per second")
+    ax.set_ylim(0, 1.3 * max(max(clips[n]["floor_fps"], clips[n]["track_fps"]) for n in names))
     ax.set_title("End-to-end fps against the floor measured in the same run (median of rounds)")
-    ax.legend()
+    ax.legend(ncol=2, loc="upper left")
     paths.append(_save(fig, out / "fps_vs_floor.png"))
 
     fig = _figure()
@@ -155,9 +156,10 @@ def plot_all(out: Path, rep: dict[str, Any]) -> list[Path]:
     syn = {k: v for k, v in rep.get("synth", {}).get("clips", {}).items() if "vertex_mm" in v}
     if syn:
         fig = _figure(10, 3.5)
-        keys = (("vertex_mm", "vertex error, mm (camera space)"), ("shape_mm", "shape error, mm (model space)"),
-                ("rotation_deg", "rotation error, degrees"), ("expression_mae", "expression MAE"),
-                ("lmk68_pct", "68 points, % IOD"))
+        keys = (("vertex_mm", "vertex error, mm\n(camera space)"),
+                ("shape_mm", "shape error, mm\n(model space)"),
+                ("rotation_deg", "rotation error,\ndegrees"), ("expression_mae", "expression\nMAE"),
+                ("lmk68_pct", "68 points,\n% IOD"))
         axes = fig.subplots(1, len(keys))
         for ax, (k, label) in zip(axes, keys):
             ax.bar(range(len(syn)), [v[k] for v in syn.values()])

@@ -2,7 +2,7 @@
 coefficients (``face3d synth``, :func:`tracker.synth.synth`), tracked with the known camera and
 compared with the truth.
 
-``synth(out_mp4, model, seconds=…, size=…, fps=…, seed=…)`` writes ``OUT.mp4`` and the truth
+``synth(out_mp4, model, seconds=…, size=(w, h), fps=…, seed=…)`` writes ``OUT.mp4`` and the truth
 ``OUT.csv`` in ``face3d track``'s layout with a sidecar JSON holding the camera (``OUT.csv.json``;
 ``OUT.json`` is accepted too). Measures per clip, on the frames where both have the face:
 
@@ -121,8 +121,9 @@ def compare_to_truth(results: list[FrameResult], truth: TrackTable, model: FaceM
 
 def evaluate_synth(model: FaceModel, cfg: TrackConfig, workdir: Path, seeds: tuple[int, ...],
                    seconds: float, size: int, fps: float) -> dict[str, Any]:
-    """Render ``len(seeds)`` clips with :func:`tracker.synth.synth`, track each with the known
-    camera (focal length from its sidecar) and compare. Returns ``{"clips": {name: measures}}``
+    """Render ``len(seeds)`` clips of ``size`` x ``size`` pixels with
+    :func:`tracker.synth.synth`, track each with the known camera (focal length from its
+    sidecar) and compare. Returns ``{"clips": {name: measures}}``
     or ``{"skipped": reason}`` when ``tracker.synth`` is missing or fails."""
     reason = synth_available()
     if reason is not None:
@@ -136,8 +137,8 @@ def evaluate_synth(model: FaceModel, cfg: TrackConfig, workdir: Path, seeds: tup
     for seed in seeds:
         mp4 = workdir / f"synth_{seed}.mp4"
         try:
-            synth(mp4, model, seconds=seconds, size=size, fps=fps, seed=seed)
-            csv_path = mp4.with_suffix(".csv")
+            made = synth(mp4, model, seconds=seconds, size=(size, size), fps=fps, seed=seed)
+            csv_path = Path(getattr(made, "csv", mp4.with_suffix(".csv")))
             side = _sidecar(mp4, csv_path)
             truth = replace(read_track_csv(csv_path), camera=side["camera"])
             c = side["camera"]
