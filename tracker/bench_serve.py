@@ -2,12 +2,12 @@
 
 ::
 
-    python -m tracker.bench_serve [VIDEO] [--clients 20] [--seconds 5] [--repeats 3] [--json OUT]
+    python -m tracker.bench_serve [VIDEO] [--clients 20] [--seconds 4] [--repeats 5] [--json OUT]
 
 For each mode — ``paced`` (the file in real time, as served) and ``unpaced`` (tracked as fast as
-possible: the tracker's capacity) — and each repeat, one server is started on the video (looping)
-and measured over ``seconds`` with 0, 1 and ``clients`` reading clients (order rotated per
-repeat). Clients run in a separate process, as browsers would.
+possible: the tracker's capacity) — one server is started on the video (looping) and measured in
+``repeats`` cycles of adjacent ``seconds``-long windows with 0, 1 and ``clients`` reading
+clients (order rotated per cycle). Clients run in a separate process, as browsers would.
 
 Numbers per window:
 
@@ -24,8 +24,9 @@ Two kinds of clients: ``ws`` (websockets, JSON parsed: a realistic Python client
 (sockets drained without parsing). On a 2-core machine the clients share the CPU with the
 server, so ``raw`` clients isolate the server's own cost.
 
-Reported: the median over repeats of each number, and the fps drop with ``clients`` clients
-relative to none.
+Reported: the median over cycles of each number, and the median over cycles of the fps drop
+(and step-time rise) with ``clients`` clients relative to the same cycle's window with none —
+pairing adjacent windows keeps other load on the machine from masquerading as server cost.
 """
 
 from __future__ import annotations
@@ -188,33 +189,43 @@ def _window(server: Any, n: int, seconds: float, ctx: Any, kind: str) -> dict[st
     return res
 
 
-def run_bench(video: str, *, clients: int = 20, seconds: float = 5.0, repeats: int = 3,
+def run_bench(video: str, *, clients: int = 20, seconds: float = 4.0, repeats: int = 5,
               model: Any = None, switch_interval_s: float | None = None) -> dict[str, Any]:
     """Measure (see module doc); returns ``{"runs": [...], "summary": {mode: {n: medians}}}``.
     ``switch_interval_s``: the GIL switch interval to run with (default: the one ``face3d
     serve`` sets, :data:`tracker.serve.SWITCH_INTERVAL_S`)."""
     import sys
 
-    from .facemodel import load_face_model
-    from .serve import SWITCH_INTERVAL_S, LiveServer, ServeConfig, configure_process
-    from .trackconfig import load_track_config
+    from .serve import SWITCH_INTERVAL_S, configure_process
 
+    previous = sys.getswitchinterval()
     configure_process(SWITCH_INTERVAL_S if switch_interval_s is None else switch_interval_s)
     switch = sys.getswitchinterval()
+    try:
+        return _run(video, clients, seconds, repeats, model, switch)
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def _run(video: str, clients: int, seconds: float, repeats: int, model: Any,
+         switch: float) -> dict[str, Any]:
+    from .facemodel import load_face_model
+    from .serve import LiveServer, ServeConfig
+    from .trackconfig import load_track_config
 
     model = model or load_face_model(None)
     tcfg = load_track_config()
     ctx = mp.get_context("spawn")
     runs = []
     for mode in ("paced", "unpaced"):
-        for r in range(repeats):
-            cfg = ServeConfig(video, loop=True, port=0, realtime=mode == "paced",
-                              max_clients=clients + 4)
-            with LiveServer(cfg, model, tcfg) as srv:
-                t0 = time.monotonic()
-                while srv.stats().loop.steps < WARM_STEPS and time.monotonic() - t0 < 60:
-                    time.sleep(0.1)
-                order = list(WINDOWS(clients))
+        cfg = ServeConfig(video, loop=True, port=0, realtime=mode == "paced",
+                          max_clients=clients + 4)
+        with LiveServer(cfg, model, tcfg) as srv:
+            t0 = time.monotonic()
+            while srv.stats().loop.steps < WARM_STEPS and time.monotonic() - t0 < 60:
+                time.sleep(0.1)
+            for r in range(repeats):   # cycles of adjacent windows: paired against the cycle's
+                order = list(WINDOWS(clients))  # own 0-client window (slow drifts cancel out)
                 order = order[r % len(order):] + order[:r % len(order)]
                 for n, kind in order:
                     w = _window(srv, n, seconds, ctx, kind)
@@ -228,17 +239,21 @@ def run_bench(video: str, *, clients: int = 20, seconds: float = 5.0, repeats: i
             rows = [w for w in runs if w["mode"] == mode and w["clients"] == n and w["kind"] == kind]
             keys = [k for k in rows[0] if k not in ("mode", "repeat", "clients", "kind")]
             summary[mode][f"{n} {kind}"] = {k: statistics.median(w[k] for w in rows) for k in keys}
-        base = summary[mode]["0 -"]
         for kind in ("raw", "ws"):
-            loaded = summary[mode][f"{clients} {kind}"]
-            summary[mode][f"fps_drop_pct_{kind}"] = 100.0 * (1.0 - loaded["fps"] / base["fps"])
-            summary[mode][f"step_ms_rise_pct_{kind}"] = 100.0 * (loaded["step_ms"] / base["step_ms"] - 1.0)
+            fps, step = [], []
+            for r in range(repeats):
+                cyc = {(w["clients"], w["kind"]): w for w in runs if w["mode"] == mode and w["repeat"] == r}
+                base, loaded = cyc[(0, "-")], cyc[(clients, kind)]
+                fps.append(100.0 * (1.0 - loaded["fps"] / base["fps"]))
+                step.append(100.0 * (loaded["step_ms"] / base["step_ms"] - 1.0))
+            summary[mode][f"fps_drop_pct_{kind}"] = statistics.median(fps)
+            summary[mode][f"step_ms_rise_pct_{kind}"] = statistics.median(step)
     return {"video": video, "clients": clients, "seconds": seconds, "repeats": repeats,
             "cpus": os.cpu_count(), "switch_interval_s": switch, "runs": runs, "summary": summary}
 
 
 def format_summary(res: dict[str, Any]) -> str:
-    lines = [f"face3d serve benchmark: {Path(res['video']).name}, {res['repeats']} repeats x "
+    lines = [f"face3d serve benchmark: {Path(res['video']).name}, {res['repeats']} cycles x "
              f"{res['seconds']:.0f} s windows, {res['cpus']} CPUs, GIL switch interval "
              f"{1000 * res['switch_interval_s']:g} ms (medians)"]
     head = f"{'mode':8} {'clients':>8} {'fps':>7} {'step ms':>8} {'send p50':>9} {'p95':>7} " \
@@ -264,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tracker.bench_serve", description=__doc__.split("\n\n")[0])
     ap.add_argument("video", nargs="?", help="video (default: $FACE3D_MEDIA/videos/liveportrait/d10.mp4)")
     ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0, help="window length (default 4)")
+    ap.add_argument("--repeats", type=int, default=5, help="cycles of windows (default 5)")
     ap.add_argument("--switch-interval", type=float, default=None, metavar="S",
                     help="GIL switch interval in seconds (default: face3d serve's, 0.001)")
     ap.add_argument("--json", help="write all numbers here")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import threading
 import time
@@ -336,11 +337,17 @@ def run(args: argparse.Namespace) -> int:
     tok = f"?token={cfg.token}" if cfg.token else ""
     print(f"face3d serve: {cfg.source} -> viewer {server.url}{tok}  stream {server.ws_url}{tok}",
           flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on kill/systemd too
     try:
         while not server.wait(1.0):
             pass
     except KeyboardInterrupt:
         print("face3d serve: stopping", flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
