@@ -13,9 +13,14 @@ the fitted surface through the MediaPipe↔ICT correspondence, hidden edges drop
 ``"points"`` — the projected ICT iBUG-68 points. Pixels away from the drawn faces are the decoded
 input, untouched before encoding.
 
-Threads: drawing uses numba with ``threads=1`` by default: it shares the 2 cores with the decoder
-and libx264, and a parallel numba kernel waits at its barrier for a descheduled worker (measured
-in ``docs/README-picture.md``'s notes: see the report of the overlay benchmark there).
+Threads and spinning (measured on the 2-core machine while other jobs loaded it, draw of one
+512x512 frame + 3 ms idle, CPU per iteration): numba ``threads=1`` 6.6–7.2 ms; numba default
+(2 OpenMP threads) 42–75 ms — its workers spin at barriers while decoder and encoder hold the
+cores; with ``OMP_WAIT_POLICY=passive`` 10–12 ms. So drawing runs numba with ``threads=1`` (no
+process-wide setting needed; pass ``threads=None`` to :func:`write_overlay` for all cores).
+For the same reason the per-frame maths avoids BLAS (:func:`tracker.scene.combine`): OpenBLAS's
+idle workers spun away 4.5 ms of CPU per frame. ``tracker/bench_overlay.py`` times the whole
+overlay against the decode + MediaPipe floor.
 """
 
 from __future__ import annotations
@@ -59,7 +64,10 @@ MODES: tuple[str, ...] = ("shaded", "wire", "points")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 OVERLAY_PARTS = ("face", "eyeball_left", "eyeball_right")
 DEFAULT_CRF = 20
-DEFAULT_PRESET = "veryfast"
+DEFAULT_PRESET = "superfast"
+"""libx264 preset. Measured re-encoding d10 (512x512, CRF 20, 2 loaded cores): ultrafast 6.7 KB
+per frame, superfast 3.8, veryfast 2.4, for 3.5 / 4.6 / 6.2 ms of CPU per frame (RGB→YUV and
+muxing included): superfast halves the file for about 1 ms."""
 WIRE_RGB = (90, 235, 255)
 WIRE_DENSE_MIN_PX = 70.0
 """Below this half-width of the face (pixels) the wireframe shows contours only."""

@@ -15,6 +15,7 @@ by the angles the ``eyeLook*`` weights encode (:func:`eye_angles`, the inverse o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from .camera import project
 from .facemodel import FaceModel
 from .gaze import GAZE_RANGE_DEG, make_eye_basis
 from .render import CULL_BACK, projection_matrix
-from .rotation import euler_to_quat, quat_to_matrix
 from .types import Camera
 
 NEAR, FAR = 0.01, 100.0
@@ -189,6 +189,13 @@ def identity_base(mesh: HeadMesh, identity: np.ndarray) -> np.ndarray:
     return mesh.neutral.reshape(-1) + combine(identity, mesh.id_basis)
 
 
+def _yaw_pitch_matrix(yaw: float, pitch: float) -> np.ndarray:
+    """``Ry(yaw) @ Rx(pitch)`` (radians) as ``(3, 3) float32``; as
+    ``quat_to_matrix(euler_to_quat(yaw, pitch, 0))`` but without per-call array overhead."""
+    cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+    return np.array([[cy, sy * sp, sy * cp], [0.0, cp, -sp], [-sy, cy * sp, cy * cp]], np.float32)
+
+
 def posed_vertices(mesh: HeadMesh, identity: np.ndarray, expression: np.ndarray,
                    base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Model-space vertices ``(V, 3) float32`` (identity, expression, eyeballs turned by the
@@ -204,7 +211,7 @@ def posed_vertices(mesh: HeadMesh, identity: np.ndarray, expression: np.ndarray,
             if yaw == 0.0 and pitch == 0.0:
                 continue
             c = (eye.centre + ident.astype(np.float64) @ eye.centre_id).astype(np.float32)
-            r = quat_to_matrix(euler_to_quat(yaw, pitch, 0.0)).astype(np.float32)
+            r = _yaw_pitch_matrix(math.radians(yaw), math.radians(pitch))
             v[eye.lo:eye.hi] = transform_points(r, v[eye.lo:eye.hi] - c, c)
     return v, base
 

@@ -172,8 +172,8 @@ def synth_params(model: FaceModel, settings: SynthSettings) -> tuple[np.ndarray,
     blink = _pulses(rng, t, (2.0, 5.0), (0.15, 0.25), start=0.5)
     for side in ("L", "R"):
         put(f"eyeBlink_{side}", blink)
-    gx = 0.5 * _smooth_noise(rng, t, (0.25, 0.6))
-    gy = 0.35 * _smooth_noise(rng, t, (0.2, 0.5))
+    gx = 0.3 * _smooth_noise(rng, t, (0.25, 0.6))
+    gy = 0.25 * _smooth_noise(rng, t, (0.2, 0.5))
     for side in ("L", "R"):
         left, right = np.maximum(gx, 0), np.maximum(-gx, 0)
         put(f"eyeLookOut_{side}" if side == "L" else f"eyeLookIn_{side}", left)
@@ -194,8 +194,8 @@ def _lighting(rng: np.random.Generator) -> np.ndarray:
     tint = np.array([1.0, rng.uniform(0.93, 1.0), rng.uniform(0.82, 0.95)])
     d = np.array([rng.uniform(-0.7, 0.7), rng.uniform(0.2, 0.8), 1.0])
     d /= np.linalg.norm(d)
-    g[:, 0] = rng.uniform(0.75, 0.95) * tint
-    k = rng.uniform(0.2, 0.32)
+    g[:, 0] = rng.uniform(0.7, 0.85) * tint
+    k = rng.uniform(0.28, 0.42)
     g[:, 1], g[:, 2], g[:, 3] = -k * d[1] * tint, k * d[2] * tint, -k * d[0] * tint
     g[:, 6] = -0.05 * tint                                # a little less light from the sides
     return g.reshape(-1)
