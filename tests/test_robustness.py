@@ -137,10 +137,6 @@ def test_truncated_video_with_a_face_fails_and_writes_nothing(tmp_path, face_fra
     assert list(out_dir.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="tracker.sources logs 'video ends early … truncated' as a "
-                   "WARNING before track_video raises the error, so the CLI can print two lines; "
-                   "it shows only when the warning escapes MediaPipe's quiet window (see "
-                   "test_other_threads_can_write_to_stderr_while_mediapipe_runs)")
 def test_truncated_video_logs_nothing_besides_the_error(tmp_path, face_frames, model, caplog):
     """What the CLI prints for a truncated file is the error alone: nothing is logged at WARNING
     or above on the way (checked in-process, independent of stderr timing)."""
@@ -180,10 +176,6 @@ def test_a_normal_run_prints_only_its_summary(tmp_path, face_frames, model_path)
     assert len(r.stdout.splitlines()) == 1 and f"face in {N_FRAMES} (100.0%)" in r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="LandmarkDetector.detect redirects fd 2 to /dev/null "
-                   "(quiet_native_stderr) on every call until a face is seen; fd 2 is "
-                   "process-wide and track_video runs detect on its own thread, so whatever "
-                   "other threads write meanwhile is lost (observed: 195 of 200 lines)")
 def test_other_threads_can_write_to_stderr_while_mediapipe_runs(capfd):
     """``face3d track`` runs MediaPipe on its own thread; the messages other threads write to
     stderr meanwhile (decoder warnings, the progress bar, logging) must not vanish."""

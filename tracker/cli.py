@@ -209,29 +209,67 @@ def runtime_setup() -> None:
 
     ``OMP_WAIT_POLICY=PASSIVE``: numba's OpenMP workers otherwise spin at barriers, which on a
     2-core machine shared with MediaPipe's and PyAV's threads turned a 1.4 ms rasterization into
-    8–50 ms (tracker/bench_render.py). Values already set by the user win.
+    8–50 ms (tracker/bench_render.py). Values already set by the user win. Native libraries'
+    start-up notes are filtered out of stderr (:mod:`tracker.stderrfilter`).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from . import stderrfilter
+    stderrfilter.install()
+
+
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """First Ctrl-C: raise KeyboardInterrupt (the rows done so far get written); later ones are
+    ignored so that writing and shutting down cannot be cut short."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime_setup()
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="face3d: %(levelname)s: %(message)s")
+    import signal
+
+    global _interrupted
+    _interrupted = False
     try:
-        return int(args.func(args) or 0)
+        signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread (embedded use)
+        pass
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        runtime_setup()
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                            format="face3d: %(levelname)s: %(message)s")
+        code = int(args.func(args) or 0)
     except Face3dError as e:
-        if args.debug:
+        if debug:
             raise
         print(f"face3d: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        code = EXIT_ERROR
     except KeyboardInterrupt:
         print("face3d: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:
-        return EXIT_ERROR
+        code = EXIT_ERROR
+    except Exception:
+        if not _interrupted:
+            raise
+        # Ctrl-C landed inside a native import or initialiser, which re-raised it as something
+        # else (e.g. "ImportError: initialization failed"): still an interruption.
+        print("face3d: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    finally:
+        from . import stderrfilter
+        stderrfilter.uninstall()
+    if _interrupted and code == 0:
+        code = EXIT_INTERRUPTED
+    return code
 
 
 if __name__ == "__main__":

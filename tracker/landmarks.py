@@ -9,6 +9,10 @@ no face to track, so a steady face costs one landmark-model inference per frame.
 Non-square pixels: MediaPipe expects square pixels, so for ``sar != 1`` the image is resampled to
 its display aspect first and the landmarks are mapped back to the stored pixel grid.
 
+MediaPipe's native libraries print start-up notes on stderr from their own threads; the CLI
+filters them (:mod:`tracker.stderrfilter`), library users may call
+``tracker.stderrfilter.install()`` themselves.
+
 Face ids: :class:`FaceIds` gives each face an id that stays stable while the face stays in view
 (matching by overlap with the previous frame's faces); a face that is gone for longer than
 ``max_missing_s`` and comes back gets a new id.
@@ -16,11 +20,8 @@ Face ids: :class:`FaceIds` gives each face an id that stays stable while the fac
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -32,41 +33,6 @@ log = logging.getLogger(__name__)
 N_LANDMARKS = 478
 
 
-@contextlib.contextmanager
-def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
-    """Silence file descriptor 2 (native libraries' start-up chatter) inside the block.
-
-    Used only around MediaPipe's graph construction and first inferences, whose TFLite/absl
-    notes ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager requires …") would
-    otherwise bury the CLI's own output. Python-level errors are unaffected (they are raised).
-    """
-    if not enabled:
-        yield
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        _flush_c_stdio()  # the chatter sits in C stdio buffers; flush it into /dev/null
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _flush_c_stdio() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass
-
-
 class LandmarkDetector:
     """A MediaPipe FaceMesh graph in video (tracking) or image mode.
 
@@ -75,26 +41,18 @@ class LandmarkDetector:
     """
 
     def __init__(self, max_faces: int = 1, static: bool = False,
-                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 quiet: bool = True):
+                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         from mediapipe.python.solutions.face_mesh import FaceMesh  # heavy import, done lazily
 
         self.max_faces = max_faces
         self.static = static
-        self._quiet = quiet
-        with quiet_native_stderr(quiet):
-            self._mesh = FaceMesh(static_image_mode=static, max_num_faces=max_faces,
-                                  refine_landmarks=True,
-                                  min_detection_confidence=min_detection_confidence,
-                                  min_tracking_confidence=min_tracking_confidence)
-            # the graph opens its calculators (and loads the TFLite models) on background
-            # threads; wait for that inside the quiet window
-            self._mesh._graph.wait_until_idle()  # noqa: SLF001
+        self._mesh = FaceMesh(static_image_mode=static, max_num_faces=max_faces,
+                              refine_landmarks=True,
+                              min_detection_confidence=min_detection_confidence,
+                              min_tracking_confidence=min_tracking_confidence)
         self._last_us = -1
-        self._calls = 0
-        self._seen_face = False
 
     def detect(self, image: np.ndarray, time_s: float, sar: float = 1.0) -> tuple[Landmarks, ...]:
         """Landmarks of every face in ``image`` ``(H, W, 3) uint8`` RGB at presentation time ``time_s``.
@@ -111,12 +69,7 @@ class LandmarkDetector:
         if t_us <= self._last_us:
             t_us = self._last_us + 1
         self._last_us = t_us
-        # TFLite/absl print start-up notes straight to fd 2 during the first inferences, and a
-        # landmark-projection warning when the first face is found.
-        with quiet_native_stderr(self._quiet and (self._calls < 3 or not self._seen_face)):
-            faces = self._process(np.ascontiguousarray(src), t_us) or ()
-        self._calls += 1
-        self._seen_face = self._seen_face or bool(faces)
+        faces = self._process(np.ascontiguousarray(src), t_us) or ()
         out = []
         for f in faces:
             a = _landmarks_array(f)
@@ -155,8 +108,7 @@ class LandmarkDetector:
         self._last_us = -1
 
     def close(self) -> None:
-        with quiet_native_stderr(self._quiet):
-            self._mesh.close()
+        self._mesh.close()
 
     def __enter__(self) -> "LandmarkDetector":
         return self

@@ -177,6 +177,7 @@ class Source:
         self._clock, self._sleep = clock, sleep
         self.path: str | None = None if kind == "webcam" else spec
         self.truncated, self.n_corrupt, self.frames_read = False, 0, 0
+        self.warn_truncated = True  # a caller that reports truncation itself sets this False
         self._warned: set[str] = set()
         self._active: Iterator[Frame] | None = None
         # (container, generator of av.VideoFrames, its first frame), consumed by the next pass
@@ -338,9 +339,10 @@ class Source:
         if self._expected_end_s is not None and t_last < self._expected_end_s - max(0.25, 3 * dt):
             self.truncated = True
         if self.truncated:
-            log.warning("%s: video ends early at %.2f s after %d frames (expected %s frames, "
-                        "%s s): file truncated or damaged", self.spec, max(t_last, 0.0), count,
-                        info.n_frames, info.duration_s)
+            log.log(logging.WARNING if self.warn_truncated else logging.DEBUG,
+                    "%s: video ends early at %.2f s after %d frames (expected %s frames, "
+                    "%s s): file truncated or damaged", self.spec, max(t_last, 0.0), count,
+                    info.n_frames, info.duration_s)
         if self.n_corrupt:
             log.warning("%s: %d corrupt packet(s) skipped", self.spec, self.n_corrupt)
 

@@ -149,10 +149,13 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
     if progress is None:
         progress = sys.stderr.isatty()
     src = open_source(input_spec)
+    src.warn_truncated = allow_truncated  # otherwise the InputError below says it, once
     info = src.info
     static = info.kind == "image"
     cam = make_camera(info, cfg)
-    tracker = FaceTracker(model, cam, cfg, sar=info.sar, static_images=static)
+    # --smooth live on a file shows what a live consumer sees: no retroactive identity refits
+    tracker = FaceTracker(model, cam, cfg, sar=info.sar, static_images=static,
+                          revise_history=cfg.smooth != "live")
     results: list[FrameResult] = []
     pos: dict[int, int] = {}
     interrupted = False
