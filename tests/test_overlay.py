@@ -166,7 +166,7 @@ def test_start_offset_and_audio_sync_are_kept(videos, model, tmp_path):
     assert np.abs(f_out.astype(np.int16) - f_in.astype(np.int16)).mean() < 2.5
 
 
-def test_sar_rotation_and_odd_size(tmp_path, model):
+def test_sar_rotation_odd_size_and_variable_frame_rate(tmp_path, model):
     from tracker.overlay import write_overlay
     from tracker.trackconfig import load_track_config
 
@@ -174,9 +174,11 @@ def test_sar_rotation_and_odd_size(tmp_path, model):
     sar = mkvideo.write_video(tmp_path / "sar.mp4", n_frames=4, size=(64, 48), sar=Fraction(15, 16))
     rot = mkvideo.write_video(tmp_path / "rot.mp4", n_frames=4, size=(64, 48), rotation_cw=90)
     odd = mkvideo.write_video(tmp_path / "odd.mkv", n_frames=4, size=(63, 47), pix_fmt="yuv444p")
+    vfr = mkvideo.write_video(tmp_path / "vfr.mkv", times=[0.0, 0.04, 0.1, 0.35], size=(64, 48))
     for src, sar_out, shape, pix in ((sar, Fraction(15, 16), (48, 64), "yuv420p"),
                                      (rot, Fraction(1), (64, 48), "yuv420p"),
-                                     (odd, Fraction(1), (47, 63), "yuv444p")):
+                                     (odd, Fraction(1), (47, 63), "yuv444p"),
+                                     (vfr, Fraction(1), (48, 64), "yuv420p")):
         out = write_overlay(str(src), tmp_path / f"{src.stem}_ov.mp4", [], model, cfg).path
         t_in, f_in, _ = decode(src)
         t_out, f_out, facts = decode(out)
@@ -249,6 +251,11 @@ def test_still_image_overlay(media_dir, model, tmp_path):
     changed = np.abs(fb.image.astype(int) - fa.image.astype(int)).max(-1) > 0
     assert 0.03 < changed.mean() < 0.4
     assert not changed[:40].any() and not changed[-40:].any()  # head top / body untouched
+    # an image tracked into a video overlay: one H.264 frame, limited-range BT.601, untagged matrix
+    video = write_overlay(str(img), tmp_path / "a.mp4", results, model, cfg).path
+    _, frames, facts = decode(video)
+    assert frames.shape == (1, *fa.image.shape) and facts["pix_fmt"] == "yuv420p"
+    assert np.abs(frames[0].astype(int) - fb.image.astype(int)).mean() < 6  # 4:2:0 of a photo
 
 
 def test_unreadable_input_raises_input_error(tmp_path, model):

@@ -158,7 +158,8 @@ def test_demo_clip_and_cli(model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth_mod, "DEMO_SECONDS", 0.2)
     demo = synth_mod.render_demo_clip(tmp_path / "demo.mp4", model)
-    assert demo.exists() and (tmp_path / "demo.csv").exists()
+    assert demo.exists() and (tmp_path / "demo.truth.csv").exists()
+    assert (tmp_path / "demo.truth.csv.json").exists() and not (tmp_path / "demo.csv").exists()
     assert len(frames_of(demo)) == 6
 
     out = tmp_path / "cli.mp4"

@@ -266,9 +266,11 @@ class SynthOutput:
 
 def synth(out_mp4: str | Path, model: FaceModel, seconds: float = 4.0,
           size: tuple[int, int] = (512, 512), fps: float = 30.0, seed: int = 0,
-          settings: SynthSettings | None = None) -> SynthOutput:
+          settings: SynthSettings | None = None,
+          truth_csv: str | Path | None = None) -> SynthOutput:
     """Render a synthetic clip and its ground truth (see the module docstring). ``settings``
-    overrides the other keyword arguments. Files are written atomically."""
+    overrides the other keyword arguments; ``truth_csv`` moves the truth CSV (and its
+    ``.json``) away from the default ``OUT.csv``. Files are written atomically."""
     from .videoout import H264Writer, VideoTiming
 
     s = settings or SynthSettings(seconds=seconds, size=size, fps=fps, seed=seed)
@@ -290,25 +292,26 @@ def synth(out_mp4: str | Path, model: FaceModel, seconds: float = 4.0,
         raise
     times = np.array([float(i / rate) for i in range(len(params))])
     csv_path, side = write_truth(out_mp4, model, scene.cam, s, times, params, scene.palette,
-                                 time.perf_counter() - t0)
+                                 time.perf_counter() - t0, truth_csv)
     return SynthOutput(out_mp4, csv_path, side, len(params), time.perf_counter() - t0)
 
 
-def truth_paths(out_mp4: str | Path) -> tuple[Path, Path]:
-    """``OUT.csv`` and ``OUT.csv.json`` beside ``OUT.mp4``."""
-    csv_path = Path(out_mp4).with_suffix(".csv")
+def truth_paths(out_mp4: str | Path, truth_csv: str | Path | None = None) -> tuple[Path, Path]:
+    """``OUT.csv`` (or ``truth_csv``) and its sidecar ``OUT.csv.json`` beside ``OUT.mp4``."""
+    csv_path = Path(truth_csv) if truth_csv is not None else Path(out_mp4).with_suffix(".csv")
     return csv_path, Path(str(csv_path) + ".json")
 
 
 def write_truth(out_mp4: Path, model: FaceModel, cam: Camera, s: SynthSettings, times: np.ndarray,
-                params: list[FaceParams], palette: Palette, seconds: float) -> tuple[Path, Path]:
+                params: list[FaceParams], palette: Palette, seconds: float,
+                truth_csv: str | Path | None = None) -> tuple[Path, Path]:
     """Ground-truth CSV (track's layout with SH lighting and lmk68) and sidecar, atomically."""
     from .csvout import AtomicCsv, face3d_columns, face3d_row, write_json_atomic
     from .pipeline import TrackConfig
     from .track import TrackOutputs, TrackSummary, project_lmk68, sidecar
     from .types import VideoInfo
 
-    csv_path, side_path = truth_paths(out_mp4)
+    csv_path, side_path = truth_paths(out_mp4, truth_csv)
     names = model.exp_names
     cols = face3d_columns(names, model.n_identity, lighting=True, landmarks=True)
     w = AtomicCsv(csv_path, cols)
@@ -335,5 +338,11 @@ def write_truth(out_mp4: Path, model: FaceModel, cam: Camera, s: SynthSettings, 
 
 
 def render_demo_clip(out_path: str | Path, model: FaceModel) -> Path:
-    """The demo input when no media is configured: a 6 s synthetic clip (seed 0) at 512x512."""
-    return synth(out_path, model, seconds=DEMO_SECONDS, size=(512, 512), fps=30.0, seed=0).video
+    """The demo input when no media is configured: a 6 s synthetic clip (seed 0) at 512x512.
+
+    Its truth goes to ``OUT.truth.csv`` (+ ``.json``), so that tracking the clip into ``OUT.csv``
+    (what ``face3d demo`` does) leaves it next to the tracked result for comparison.
+    """
+    out = Path(out_path)
+    return synth(out, model, seconds=DEMO_SECONDS, size=(512, 512), fps=30.0, seed=0,
+                 truth_csv=out.with_name(out.stem + ".truth.csv")).video

@@ -174,10 +174,13 @@ class H264Writer:
             cc.time_base = timing.time_base
             s.time_base = timing.time_base
             cc.sample_aspect_ratio = Fraction(sar).limit_denominator(1000)
-            # swscale matrix (SWS_CS_*) for the input's AVColorSpace; unspecified decodes as 601
+            # swscale matrix (SWS_CS_*) for the input's AVColorSpace; unspecified decodes as 601.
+            # An RGB input (colorspace 0: PNG, RGB video) gets limited-range 601 YUV, untagged.
+            yuv_in = timing.colorspace != 0
             self._cs = _SWS_CS.get(timing.colorspace, 5)
-            self._range = timing.color_range if timing.color_range else 1  # limited (MPEG)
-            cc.colorspace, cc.color_range = timing.colorspace, timing.color_range
+            self._range = timing.color_range if (timing.color_range and yuv_in) else 1
+            cc.colorspace = timing.colorspace if yuv_in else 2
+            cc.color_range = timing.color_range if yuv_in else 1
             cc.color_primaries, cc.color_trc = timing.color_primaries, timing.color_trc
             s.options = {"crf": str(crf), "preset": preset}
             if threads:
