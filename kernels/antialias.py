@@ -46,7 +46,7 @@ def edge_neighbours(tris: np.ndarray) -> np.ndarray:
     return out.reshape(f, 3).astype(np.int32)
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _prepare(pos, tris, nbr, height, width):  # pragma: no cover - compiled
     """Screen positions ``(V, 2)`` and per-edge silhouette flags ``(F, 3)``."""
     nv = pos.shape[0]
@@ -116,7 +116,7 @@ def _pair(color, rast, scr, tris, sil, r, c, r2, c2, out):  # pragma: no cover -
             out[fr, fc, q] += (0.5 - s) * (color[orr, oc, q] - color[fr, fc, q])
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _antialias(color, rast, scr, tris, sil, out):  # pragma: no cover - compiled
     h, w = color.shape[0], color.shape[1]
     for r in nb.prange(h):                    # horizontal pairs write only row r

@@ -88,7 +88,7 @@ def check_rast(rast: np.ndarray, tris: np.ndarray, n_vertices: int) -> None:
 # Setup: one pass over the triangles.
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _setup(pos, tris, height, width, cull):  # pragma: no cover - compiled
     nf = tris.shape[0]
     # only rows with box[t, 2] >= 0 are ever read, so the rest may stay uninitialised
@@ -184,7 +184,7 @@ def _bary_planes(pos, tris, t, planes):  # pragma: no cover - compiled
 # Binning and banded z-buffer.
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _bin(box, nbands, band_rows):  # pragma: no cover - compiled
     counts = np.zeros(nbands + 1, np.int64)
     for t in range(box.shape[0]):
@@ -203,7 +203,7 @@ def _bin(box, nbands, band_rows):  # pragma: no cover - compiled
     return counts, items
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _raster(ix, iy, zn, bias, inv_area, box, planes, counts, items,
             height, width, band_rows, out):  # pragma: no cover - compiled
     nbands = counts.shape[0] - 1
@@ -314,7 +314,7 @@ def rasterize(pos: np.ndarray, tris: np.ndarray, resolution: tuple[int, int], cu
 # Interpolation and the backward kernels.
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _interpolate(attr, rast, tris, out):  # pragma: no cover - compiled
     h, w, nc = out.shape
     for r in nb.prange(h):
@@ -347,7 +347,7 @@ def interpolate(attr: np.ndarray, rast: np.ndarray, tris: np.ndarray) -> np.ndar
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _interpolate_backward(grad_out, rast, tris, attr, grad_attr, grad_rast):  # pragma: no cover
     h, w, nc = grad_out.shape
     for r in range(h):
@@ -392,7 +392,7 @@ def interpolate_backward(grad_out: np.ndarray, rast: np.ndarray, tris: np.ndarra
     return grad_attr.astype(attr.dtype, copy=False), grad_rast
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _rasterize_backward(grad_rast, pos, tris, rast, grad_pos):  # pragma: no cover - compiled
     h, w = rast.shape[0], rast.shape[1]
     hx = np.empty(3)

@@ -53,7 +53,7 @@ def _as_n3(a: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(-1, 3))
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _basis(n, out):  # pragma: no cover - compiled
     for i in nb.prange(n.shape[0]):
         x, y, z = n[i, 0], n[i, 1], n[i, 2]
@@ -76,7 +76,7 @@ def sh_basis(normals: np.ndarray) -> np.ndarray:
     return out.reshape(normals.shape[:-1] + (9,))
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _shade(n, albedo, g, out):  # pragma: no cover - compiled
     for i in nb.prange(n.shape[0]):
         x, y, z = n[i, 0], n[i, 1], n[i, 2]
@@ -109,7 +109,7 @@ def sh_shade(normals: np.ndarray, albedo: np.ndarray, gamma: np.ndarray) -> np.n
     return out.reshape(normals.shape)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _vertex_normals(v, tris, out):  # pragma: no cover - compiled
     for t in range(tris.shape[0]):
         i0, i1, i2 = tris[t, 0], tris[t, 1], tris[t, 2]

@@ -66,10 +66,15 @@ MODES: tuple[str, ...] = ("shaded", "wire", "points")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 OVERLAY_PARTS = ("face", "eyeball_left", "eyeball_right")
 DEFAULT_CRF = 20
-DEFAULT_PRESET = "superfast"
+DEFAULT_PRESET = "ultrafast"
 """libx264 preset. Measured re-encoding d10 (512x512, CRF 20, 2 loaded cores): ultrafast 6.7 KB
 per frame, superfast 3.8, veryfast 2.4, for 3.5 / 4.6 / 6.2 ms of CPU per frame (RGB→YUV and
-muxing included): superfast halves the file for about 1 ms."""
+muxing included). The overlay must keep up with tracking (≥ 0.5x the decode+MediaPipe floor for
+the whole ``track --overlay`` run), so the fastest preset wins; pass ``preset`` for smaller files."""
+VIDEO_STYLE_SCALE = 0.5
+"""Video overlays render the face layer at half resolution and resize it up: 3.4 ms instead of
+8.3 ms (antialiased) per 512x512 frame, visually the same at video size. Stills (``face3d
+render``) keep full resolution with antialiasing."""
 WIRE_RGB = (90, 235, 255)
 WIRE_DENSE_MIN_PX = 70.0
 """Below this half-width of the face (pixels) the wireframe shows contours only."""
@@ -82,12 +87,14 @@ LIGHT_DIR = (-0.35, 0.45, 1.0)
 
 @dataclass(frozen=True)
 class OverlayStyle:
-    """``alpha``: opacity of the shaded face; ``antialias``: soften its silhouette; ``ambient`` /
+    """``alpha``: opacity of the shaded face; ``antialias``: soften its silhouette;
+    ``render_scale``: resolution of the face layer (< 1: rendered smaller, resized up); ``ambient`` /
     ``diffuse``: Lambert terms of the fixed light; ``line_px`` / ``point_px``: wire and dot size
     (``0``: from the face size); ``wire_alpha``: opacity of the wireframe."""
 
     alpha: float = 0.8
     antialias: bool = True
+    render_scale: float = 1.0
     ambient: float = 0.35
     diffuse: float = 0.7
     line_px: int = 1
@@ -151,7 +158,8 @@ class FaceDrawer:
         else:
             colours = lambert_colours(self.mesh, x_cam, self.mesh.albedo, LIGHT_DIR,
                                       self.style.ambient, self.style.diffuse)
-        return render_layer(self.cam, self.mesh, x_cam, colours, antialias=self.style.antialias)
+        return render_layer(self.cam, self.mesh, x_cam, colours, antialias=self.style.antialias,
+                            scale=self.style.render_scale)
 
     def _draw_wire(self, out: np.ndarray, x_cam: np.ndarray) -> None:
         import cv2
@@ -250,7 +258,7 @@ def faces_of(result: FrameResult | None) -> list[FaceParams]:
 
 def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[FrameResult],
                   model: FaceModel, cfg: object, mode: Mode = "shaded", *,
-                  style: OverlayStyle = OverlayStyle(), crf: int = DEFAULT_CRF,
+                  style: OverlayStyle | None = None, crf: int = DEFAULT_CRF,
                   preset: str = DEFAULT_PRESET, threads: int | None = 1) -> OverlaySummary:
     """Draw ``results`` over ``input_spec`` into ``out_path`` (H.264 video, or a still image when
     the suffix is an image one), atomically. ``cfg`` is the :class:`~tracker.pipeline.TrackConfig`
@@ -270,9 +278,12 @@ def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[Frame
     try:
         info = src.info
         cam = make_camera(info, cfg)  # type: ignore[arg-type]
+        still = out_path.suffix.lower() in IMAGE_SUFFIXES
+        if style is None:
+            style = OverlayStyle() if still else OverlayStyle(render_scale=VIDEO_STYLE_SCALE)
         drawer = FaceDrawer(model, cam, mode, style, threads)
         by_index = {r.index: r for r in results}
-        if out_path.suffix.lower() in IMAGE_SUFFIXES:
+        if still:
             frame = next(iter(src))
             write_image(out_path, drawer.draw(frame.image, faces_of(by_index.get(frame.index))))
             return OverlaySummary(out_path, 1, time.perf_counter() - t0)
