@@ -85,7 +85,7 @@ def _optional_commands() -> list[object]:
 
     mods = []
     for name in ("tracker.synth_cli", "tracker.serve", "tracker.batch", "tracker.bench",
-                 "tracker.bench_render", "trainer.cli"):
+                 "tracker.bench_render", "tracker.bench_overlay", "trainer.cli"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
@@ -167,10 +167,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _config(args)
     csv_path = out_dir / (Path(inp).stem + ".csv")
     print(f"face3d demo: tracking {inp}")
-    summary, _ = track_video(inp, model, cfg, TrackOutputs(csv_path, landmarks=True))
+    summary, results = track_video(inp, model, cfg, TrackOutputs(csv_path, landmarks=True))
     print(summary.line())
     print(f"columns and conventions: {csv_path}.json")
-    return EXIT_INTERRUPTED if summary.interrupted else 0
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    from .overlay import write_overlay
+    ov = write_overlay(inp, out_dir / (Path(inp).stem + "_overlay.mp4"), results, model, cfg)
+    print(f"overlay video: {ov.path}")
+    return 0
 
 
 def cmd_correspondence(args: argparse.Namespace) -> int:
