@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,17 +46,6 @@ if TYPE_CHECKING:  # the tracker stack is imported when a server is built, not b
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8765
-
-
-SWITCH_INTERVAL_S = 0.001
-
-
-def configure_process(switch_interval_s: float = SWITCH_INTERVAL_S) -> None:
-    """Process-wide setting for a live server, applied by the CLI (never at import): the GIL
-    switch interval. The event loop thread must get the interpreter while the tracking thread is
-    busy in Python code; with CPython's default 5 ms that wait shows up directly in the
-    frame-to-send latency (see ``python -m tracker.bench_serve --switch-interval``)."""
-    sys.setswitchinterval(switch_interval_s)
 
 
 def default_web_root() -> Path:
@@ -332,7 +320,6 @@ def run(args: argparse.Namespace) -> int:
     if tcfg.max_faces < 1:
         raise InputError("--max-faces must be at least 1")
     server = LiveServer(cfg, load_face_model(args.model), tcfg)
-    configure_process()
     server.start()
     tok = f"?token={cfg.token}" if cfg.token else ""
     print(f"face3d serve: {cfg.source} -> viewer {server.url}{tok}  stream {server.ws_url}{tok}",

@@ -176,13 +176,17 @@ class Hub:
         client.wake.set()
         self.clients.add(client)
         sender = asyncio.create_task(client.send_loop())
+        refused = False
         try:
             async for data in ws:
                 try:
                     await self._handle(client, parse_client_message(data))
                 except ProtocolError as e:
                     log.info("closing client %s: %s (%d)", ws.remote_address, e.reason, e.code)
-                    await ws.close(e.code, e.reason)
+                    self.clients.discard(client)
+                    self.closed_codes.append(e.code)
+                    refused = True
+                    await ws.close(e.code, e.reason)  # a client that does not read: ≤ 5 s
                     break
         except ConnectionClosed:
             pass
@@ -195,7 +199,7 @@ class Hub:
                 pass
             sent = ws.protocol.close_sent  # the code this server closed with, if it did
             code = sent.code if sent is not None else ws.close_code
-            if code is not None:
+            if code is not None and not refused:
                 self.closed_codes.append(code)
 
     async def _handle(self, client: ClientSlot, msg: Any) -> None:
