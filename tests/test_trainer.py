@@ -162,3 +162,29 @@ def test_zero_head_is_the_mean_face(model):
     assert torch.allclose(d["expression"], torch.zeros_like(d["expression"]), atol=1e-6)
     assert torch.allclose(d["lighting"][:, ::9], torch.full((2, 3), 0.8))
     assert torch.all(d["lighting"].reshape(2, 3, 9)[:, :, 1:] == 0)
+
+
+def test_synthetic_samples_are_consistent(model):
+    """Synthetic labels, drawn with the crop camera, land on the synthetic landmarks (up to the
+    0.5 % IOD noise) and the render covers the face."""
+    from trainer.facelayer import FaceLayer
+    from trainer.render import CpuRenderer
+    from trainer.synthetic import synth_samples
+    from tracker.correspondence import load_correspondence
+    from tracker.facemodel import vertices
+    from tracker.fitting import GAZE_NAMES
+
+    corr = load_correspondence()
+    face = FaceLayer(model, corr)
+    gaze = np.array([n in GAZE_NAMES for n in model.exp_names])
+    bg = np.full((2, 128, 128, 3), 100, np.uint8)
+    s = synth_samples(np.random.default_rng(5), 6, face, CpuRenderer(), bg, 128, gaze)
+    assert s["image"].shape == (6, 128, 128, 3) and np.all(s["expr"][:, gaze] == 0)
+    for i in range(6):
+        x = corr.points(vertices(model, s["ident"][i], s["expr"][i])) @ s["rot"][i].T + s["trans"][i]
+        f, px, py = s["cam"][i]
+        uv = np.stack([px + f * x[:, 0] / -x[:, 2], py - f * x[:, 1] / -x[:, 2]], 1)
+        iod = np.linalg.norm(s["lmk"][i, 263, :2] - s["lmk"][i, 33, :2])
+        err = np.linalg.norm(uv - s["lmk"][i, :468, :2], axis=1) / iod
+        assert np.median(err) < 0.015
+        assert 0.2 < s["mask"][i].mean() < 0.9

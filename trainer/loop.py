@@ -201,7 +201,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
     writer = None
     if d.main:
         new = not (resume and (out / "metrics.csv").is_file())
-        metrics_f = open(out / "metrics.csv", "w" if new else "a", newline="")
+        metrics_f = open(out / "metrics.csv", "w" if new else "a", newline="")  # noqa: SIM115 - closed in finally
         writer = csv.writer(metrics_f)
         if new:
             writer.writerow(["step", "time_s", "lr", "samples_per_s", "loss", *TERMS])
@@ -221,6 +221,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
             if n_syn > 0:
                 syn = synth_samples(rng, n_syn, face, renderer, train_data["image"], cfg.size, gaze)
                 b = {k: np.concatenate([b[k][n_syn:], syn[k]]) for k in KEYS}
+                b["syn"] = np.arange(cfg.optim.batch) >= cfg.optim.batch - n_syn
             bt = to_torch(b, device)
             use_photo = cfg.loss.photo > 0 and step % cfg.run.photo_every == 0
             loss, terms, _ = compute_losses(model_ddp, face, renderer if use_photo else None, bt,

@@ -17,6 +17,12 @@ with the weights of :class:`LossConfig`):
   rotation ``‖R − R_pl‖²_F``, crop-frame position/scale, ``|e − e_pl|`` and ``(α − α_pl)²``
   means; samples whose fit left more than ``pl_max_rms`` % of the inter-ocular distance are
   skipped.
+
+Synthetic rows (``batch["syn"]`` true, :mod:`trainer.synthetic`) teach colour only: they are left
+out of the landmark and pseudo-label terms and rendered with their true geometry, so only the
+lighting and albedo outputs learn from them (mixing them into the geometry terms made the
+held-out landmark error twice as large: their random expressions and identities are not what
+real faces show).
 """
 
 from __future__ import annotations
@@ -120,8 +126,17 @@ def compute_losses(net: torch.nn.Module, face: FaceLayer, renderer: DiffRenderer
     c = fw.coeffs
     terms: dict[str, torch.Tensor] = {}
     zero = fw.lmk_px.new_zeros(())
+    syn = batch.get("syn")
+    real = 1.0 - syn.float() if syn is not None else torch.ones_like(batch["fit_rms"])
     if renderer is not None and cfg.photo > 0:
-        img, cov = render(face, renderer, fw, batch["cam"], size)
+        fr = fw
+        if syn is not None and bool(syn.any()):
+            # synthetic rows teach colour only: they are rendered with their true geometry
+            with torch.no_grad():
+                xl = face(batch["ident"], batch["expr"]) @ batch["rot"].transpose(1, 2) + batch["trans"][:, None]
+            x = torch.where(syn.bool()[:, None, None], xl, fw.verts_cam)
+            fr = Forward(c, fw.rot, fw.trans, x, fw.lmk_px)
+        img, cov = render(face, renderer, fr, batch["cam"], size)
         target = batch["image"].permute(0, 2, 3, 1)
         m = (batch["mask"] > 0) & cov
         err = torch.sqrt(cfg.photo_eps + ((img - target) ** 2).sum(-1))
@@ -129,7 +144,7 @@ def compute_losses(net: torch.nn.Module, face: FaceLayer, renderer: DiffRenderer
     else:
         terms["photo"] = zero
     d = (fw.lmk_px - batch["lmk"][:, :468, :2]) / size
-    terms["lmk"] = ((d ** 2).sum(-1) * lmk_w).sum(-1).mean() / lmk_w.sum()
+    terms["lmk"] = (((d ** 2).sum(-1) * lmk_w).sum(-1) * real).sum() / real.sum().clamp(min=1) / lmk_w.sum()
     terms["reg_id"] = (c["identity"] ** 2).mean()
     terms["reg_exp"] = (c["expression"] ** 2).mean()
     alb = c["albedo"]  # (B, K, 3)
@@ -138,7 +153,7 @@ def compute_losses(net: torch.nn.Module, face: FaceLayer, renderer: DiffRenderer
     terms["alb_sym"] = torch.einsum("bkc,kl,blc->b", alb, face.alb_asym, alb).mean() / 3.0
     g = c["lighting"].view(-1, 3, 9)
     terms["light_mono"] = g.var(dim=1, unbiased=False).mean()
-    ok = (batch["fit_rms"] < cfg.pl_max_rms).float()
+    ok = (batch["fit_rms"] < cfg.pl_max_rms).float() * real
     nok = ok.sum().clamp(min=1)
     if cfg.pl_pose > 0 or cfg.pl_exp > 0 or cfg.pl_id > 0:
         f, pp = batch["cam"][:, 0], batch["cam"][:, 1:3]

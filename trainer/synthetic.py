@@ -11,7 +11,8 @@ aligned and cropped exactly like real landmarks (:mod:`tracker.align`). The crop
 face shaded with a random albedo (mean skin colour × a random tone, plus small random basis
 coefficients, mostly shared across the colours) under random, nearly monochrome SH light, composited over a real crop (so eye and
 mouth holes show a real face's eyes and mouth at about the same place). The labels are exact
-(``fit_rms = 0``) and the skin mask is the render coverage.
+(``fit_rms = 0``) and the skin mask is the render coverage. The training uses them for the
+colour outputs only (see :mod:`trainer.losses`).
 """
 
 from __future__ import annotations
