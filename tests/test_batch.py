@@ -141,7 +141,7 @@ def test_rerun_skips_finished_and_same_failures(first_run, clip_dir, model_path)
     again = plan_jobs(str(clip_dir), _opts(out, model_path))
     assert [j.fingerprint for j in again] == [j.fingerprint for j in jobs]
     s2 = run_batch(again, engine="local", workers=2)
-    assert (s2.ok, s2.failed, s2.skipped, s2.frames) == (0, 0, 4, 0)
+    assert (s2.ok, s2.failed, s2.skipped, s2.failed_before, s2.frames) == (0, 0, 4, 1, 0)
     assert len(read_records(out / MANIFEST_NAME)) == n_lines
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.csv")} == mtimes
     # asked to, the unreadable file is tried again (and fails again)
@@ -198,6 +198,11 @@ def test_cli_exit_status_and_summary(clip_dir, model_path, tmp_path, capsys):
     cap = capsys.readouterr()
     assert "0 ok, 1 failed, 1 skipped" in cap.out
     assert "FAILED noise.mp4" in cap.err
+    # re-run: nothing to do, but the unreadable file still makes it a partial result
+    assert main(argv) == EXIT_PARTIAL
+    assert "2 skipped (1 unreadable in an earlier run" in capsys.readouterr().out
+    (src / "noise.mp4").unlink()
+    assert main(argv) == 0
     assert main(["batch", str(tmp_path / "nothing"), "--out", str(out)]) == 1
 
 

@@ -24,8 +24,9 @@ input (size, modification time) with the same settings — the sidecar's ``batch
 says so — and every file that failed as unreadable with the same fingerprint (``--retry-failed``
 tries those again; ``--force`` redoes everything). Crashed files are always retried.
 
-Exit status: 0 every file ok (or skipped); :data:`EXIT_PARTIAL` (3) one or more files failed —
-the others were written, the manifest names the failures; 1 a usage problem found before any work
+Exit status: 0 every file ok (now or in an earlier run); :data:`EXIT_PARTIAL` (3) one or more
+files failed, in this run or (skipped as unreadable) in an earlier one — the others were written,
+the manifest names the failures; 1 a usage problem found before any work
 (no inputs, bad model); 130 interrupted (files finished so far are complete and recorded).
 """
 
@@ -135,21 +136,26 @@ def plan_jobs(spec: str, opts: BatchOptions) -> list[FileJob]:
                     job_fingerprint(f.stat(), settings), opts) for f, o in zip(files, outs)]
 
 
-def select_todo(jobs: list[FileJob], *, retry_failed: bool = False,
-                force: bool = False) -> tuple[list[FileJob], list[FileJob]]:
-    """Split ``jobs`` into ``(todo, skipped)`` (see the module docstring for the rules)."""
+def select_todo(jobs: list[FileJob], *, retry_failed: bool = False, force: bool = False
+                ) -> tuple[list[FileJob], list[FileJob], list[FileJob]]:
+    """Split ``jobs`` into ``(todo, done, failed_before)``: to run; finished with this
+    fingerprint; failed as unreadable with this fingerprint (skipped unless ``retry_failed``)."""
     from .manifest import MANIFEST_NAME, latest_records, read_records
 
     if force or not jobs:
-        return list(jobs), []
+        return list(jobs), [], []
     last = latest_records(read_records(Path(jobs[0].opts.out_dir) / MANIFEST_NAME))
-    todo, skipped = [], []
+    todo, done, failed = [], [], []
     for j in jobs:
         r = last.get(j.rel)
-        same_failure = (not retry_failed and r is not None and r.status == "failed"
-                        and r.error_kind == "input" and r.fingerprint == j.fingerprint)
-        (skipped if same_failure or is_done(j) else todo).append(j)
-    return todo, skipped
+        if is_done(j):
+            done.append(j)
+        elif (not retry_failed and r is not None and r.status == "failed"
+              and r.error_kind == "input" and r.fingerprint == j.fingerprint):
+            failed.append(j)
+        else:
+            todo.append(j)
+    return todo, done, failed
 
 
 def run_batch(jobs: list[FileJob], *, engine: str = "local", workers: int = 1,
@@ -164,7 +170,7 @@ def run_batch(jobs: list[FileJob], *, engine: str = "local", workers: int = 1,
     if not jobs:
         raise InputError("no inputs")
     out_dir = Path(jobs[0].opts.out_dir)
-    todo, skipped = select_todo(jobs, retry_failed=retry_failed, force=force)
+    todo, done, failed_before = select_todo(jobs, retry_failed=retry_failed, force=force)
     # largest files first: the long ones do not end up alone at the end of the run
     todo.sort(key=lambda j: -_size(j.input))
     bars = _Bars(len(todo), progress)
@@ -195,8 +201,9 @@ def run_batch(jobs: list[FileJob], *, engine: str = "local", workers: int = 1,
                     on_failure(job, res)
     finally:
         bars.close()
-    summary = BatchSummary(len(jobs), counts["ok"], counts["failed"], len(skipped),
-                           counts["frames"], time.perf_counter() - t0, engine, workers)
+    summary = BatchSummary(len(jobs), counts["ok"], counts["failed"],
+                           len(done) + len(failed_before), counts["frames"],
+                           time.perf_counter() - t0, engine, workers, len(failed_before))
     write_summary(out_dir, summary, {"finished_at": datetime.now(timezone.utc).isoformat(
         timespec="seconds")})
     return summary
@@ -252,8 +259,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p = subparsers.add_parser(
         "batch", help="track a folder of videos into one coefficient file per video",
-        description=__doc__.split("\n\n")[0], epilog="Exit status: 0 all files ok or skipped; "
-        "3 some files failed (see DIR/manifest.jsonl); 1 usage error; 130 interrupted.")
+        description=__doc__.split("\n\n")[0], epilog="Exit status: 0 all files ok (now or before); "
+        "3 some files failed, now or before (see DIR/manifest.jsonl); 1 usage error; "
+        "130 interrupted.")
     p.add_argument("input", help="folder (searched recursively), quoted glob, or one video file")
     p.add_argument("--out", required=True, help="output folder (mirrors the input folder)")
     p.add_argument("--workers", type=int, default=None,
@@ -337,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(summary.line())
     print(f"manifest: {Path(opts.out_dir) / 'manifest.jsonl'}")
-    return EXIT_PARTIAL if summary.failed else EXIT_OK
+    return EXIT_PARTIAL if summary.failed or summary.failed_before else EXIT_OK
 
 
 __all__ = ["BatchOptions", "FileJob", "FileOutcome", "add_parser", "discover_inputs",

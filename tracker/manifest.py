@@ -63,7 +63,8 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """Counts of one run. ``skipped``: already done (or failed the same way) in an earlier run.
+    """Counts of one run. ``skipped``: already done, or failed as unreadable, in an earlier run
+    with the same fingerprint (``failed_before`` of them failed).
     ``frames`` and ``fps`` count the files processed in this run (``frames / seconds`` of wall
     time of the whole run, all workers together). ``workers``: as asked (0: in-process for the
     local engine, all cluster CPUs for Ray)."""
@@ -76,6 +77,7 @@ class BatchSummary:
     seconds: float
     engine: str
     workers: int
+    failed_before: int = 0
 
     @property
     def fps(self) -> float:
@@ -84,7 +86,10 @@ class BatchSummary:
     def line(self) -> str:
         who = (f"{self.workers} worker(s)" if self.workers else
                "in-process" if self.engine == "local" else "all cluster CPUs")
-        return (f"{self.files} file(s): {self.ok} ok, {self.failed} failed, {self.skipped} skipped; "
+        skipped = f"{self.skipped} skipped"
+        if self.failed_before:
+            skipped += f" ({self.failed_before} unreadable in an earlier run: --retry-failed)"
+        return (f"{self.files} file(s): {self.ok} ok, {self.failed} failed, {skipped}; "
                 f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps, "
                 f"{self.engine} engine, {who})")
 
