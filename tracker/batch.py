@@ -315,6 +315,9 @@ def prepare_options(opts: BatchOptions, canonical: str | None = None) -> BatchOp
     """Validate the model here, once, before any work; for BFM attach the correspondence (built
     from MediaPipe's ``canonical`` mesh, see :func:`tracker.bfm.default_canonical_path`)."""
     model = load_model(opts.model)
+    if opts.is_bfm and getattr(opts.cfg, "smooth", None) == "live":
+        from .errors import ConfigError
+        raise ConfigError("--smooth live clips expressions to [0, 1]: use offline or none with BFM")
     if opts.is_bfm and opts.corr is None:
         from .bfm import bfm_correspondence
         opts = replace(opts, corr=bfm_correspondence(model, canonical))
