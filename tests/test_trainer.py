@@ -167,12 +167,12 @@ def test_zero_head_is_the_mean_face(model):
 def test_synthetic_samples_are_consistent(model):
     """Synthetic labels, drawn with the crop camera, land on the synthetic landmarks (up to the
     0.5 % IOD noise) and the render covers the face."""
-    from trainer.facelayer import FaceLayer
-    from trainer.render import CpuRenderer
-    from trainer.synthetic import synth_samples
     from tracker.correspondence import load_correspondence
     from tracker.facemodel import vertices
     from tracker.fitting import GAZE_NAMES
+    from trainer.facelayer import FaceLayer
+    from trainer.render import CpuRenderer
+    from trainer.synthetic import synth_samples
 
     corr = load_correspondence()
     face = FaceLayer(model, corr)
