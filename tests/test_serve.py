@@ -163,8 +163,9 @@ def test_hello_first_then_realtime_frames_while_another_client_never_reads(serve
             assert hello["type"] == "hello" and hello["protocol"] == 1 and hello["fps"] == 30.0
             assert len(hello["blendshape_names"]) == 53 and len(hello["arkit_names"]) == 52
             fps, tracker_fps, seqs = _frame_rate(ws, 3.0, server)
-            # the reader misses nothing the tracker produced, and that is real time
-            assert fps >= 0.95 * tracker_fps, (fps, tracker_fps)
+            # the reader misses nothing the tracker produced (± the frames in flight at the
+            # window's edges), and that is real time
+            assert fps * 3.0 >= 0.95 * tracker_fps * 3.0 - 2, (fps, tracker_fps)
             assert fps >= MIN_FPS, f"{fps:.1f} frames/s (tracker {tracker_fps:.1f}/s: busy machine?)"
             assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         port = stuck.sock.getsockname()[1]

@@ -45,10 +45,11 @@ def browser(tmp_path_factory):
         ctx.close()
 
 
-def _server(model, video, port: int = 0) -> LiveServer:
+def _server(model, video, port: int = 0, isolate: bool = True) -> LiveServer:
     from tracker.trackconfig import load_track_config
 
-    return LiveServer(ServeConfig(str(video), loop=True, port=port), model, load_track_config()).start()
+    cfg = ServeConfig(str(video), loop=True, port=port, isolate=isolate)
+    return LiveServer(cfg, model, load_track_config()).start()
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ def test_viewer_drives_a_gltf_avatar_with_arkit_morph_targets(browser, server, t
 
 
 def test_viewer_reconnects_by_itself(browser, model, videos):
-    first = _server(model, videos["d10"])
+    first = _server(model, videos["d10"], isolate=False)   # a thread: quicker to restart
     port = first.port
     page, errors = _open(browser, first.url)
     try:
@@ -238,7 +239,7 @@ def test_viewer_reconnects_by_itself(browser, model, videos):
         page.wait_for_function("() => window.face3d.state === 'reconnecting'", timeout=30_000)
         assert "reconnecting" in page.inner_text("#state")
         n = _stats(page)["framesReceived"]
-        second = _server(model, videos["d10"], port=port)
+        second = _server(model, videos["d10"], port=port, isolate=False)
         try:
             page.wait_for_function(f"() => window.face3d.state === 'streaming' && "
                                    f"window.face3d.stats().framesReceived > {n + 5}", timeout=60_000)

@@ -15,8 +15,8 @@ Numbers per window:
   steps), so ``1000 / step_ms`` is the tracker's capacity even when it is paced;
 * ``send_ms``: server-side frame-to-send latency, per client and frame: tracking finished →
   ``send`` returned (encoding, fan-out, event-loop wake-up, GIL hand-over) — p50/p95/p99;
-* ``cpu% srv`` / ``track``: CPU used by the server's event-loop thread and by the tracking
-  thread, in % of one core (Linux);
+* ``cpu% srv`` / ``track``: CPU used by the server's event-loop thread and by the tracker
+  (its whole process: decoding, MediaPipe, fitting), in % of one core (Linux);
 * ``recv_ms``: client-side age on arrival, ``time.time()`` at receipt − the frame's ``t_ready``
   (same machine, same clock) — p50/p95.
 
@@ -136,25 +136,31 @@ def _pct(values: list[float], qs: tuple[float, ...]) -> list[float]:
     return [float(v) for v in np.percentile(np.asarray(values) * 1000.0, qs)]
 
 
-def _thread_cpu_s(native_ids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each named thread (Linux ``/proc``; NaN
+def _cpu_s(stat_files: dict[str, str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far per ``/proc/.../stat`` file (Linux; NaN
     elsewhere)."""
     out = {}
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for name, tid in native_ids.items():
+    for name, path in stat_files.items():
         try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(path).read_text().rsplit(")", 1)[1].split()
             out[name] = (int(fields[11]) + int(fields[12])) / tick
         except (OSError, IndexError, ValueError):
             out[name] = float("nan")
     return out
 
 
-def _threads(server: Any) -> dict[str, int]:
-    ids = {"server": server._thread.native_id}  # noqa: SLF001 - the benchmark looks inside
-    for th in server.live._threads:  # noqa: SLF001
-        ids[th.name.replace("face3d-", "")] = th.native_id
-    return ids
+def _cpu_sources(server: Any) -> dict[str, str]:
+    """``server``: the event-loop thread; ``track``: the tracker process (all its threads:
+    decode, MediaPipe, fitting) or, without isolation, the tracking thread."""
+    files = {"server": f"/proc/self/task/{server._thread.native_id}/stat"}  # noqa: SLF001
+    proc = getattr(server.live, "process", None)
+    if proc is not None:
+        files["track"] = f"/proc/{proc.pid}/stat"
+    else:
+        for th in server.live._threads:  # noqa: SLF001 - the benchmark looks inside
+            files[th.name.replace("face3d-", "")] = f"/proc/self/task/{th.native_id}/stat"
+    return files
 
 
 def _window(server: Any, n: int, seconds: float, ctx: Any, kind: str) -> dict[str, Any]:
@@ -167,16 +173,16 @@ def _window(server: Any, n: int, seconds: float, ctx: Any, kind: str) -> dict[st
         if not ready.wait(60):
             raise RuntimeError("bench clients did not connect")
     server.take_latencies()
-    tids = _threads(server)
-    c0, s0, t0 = _thread_cpu_s(tids), server.stats().loop, time.perf_counter()
+    files = _cpu_sources(server)
+    c0, s0, t0 = _cpu_s(files), server.stats().loop, time.perf_counter()
     time.sleep(seconds)
-    c1, s1, t1 = _thread_cpu_s(tids), server.stats().loop, time.perf_counter()
+    c1, s1, t1 = _cpu_s(files), server.stats().loop, time.perf_counter()
     send = server.take_latencies()
     res: dict[str, Any] = {"clients": n, "kind": kind if n else "-",
                            "fps": (s1.steps - s0.steps) / (t1 - t0),
                            "step_ms": 1000.0 * (s1.busy_s - s0.busy_s) / max(1, s1.steps - s0.steps)}
     res["send_ms_p50"], res["send_ms_p95"], res["send_ms_p99"] = _pct(send, (50, 95, 99))
-    for name in tids:   # CPU use of each thread in % of one core (server = the event loop)
+    for name in files:   # CPU use in % of one core
         res[f"cpu_{name}_pct"] = 100.0 * (c1[name] - c0[name]) / (t1 - t0)
     if proc is not None:
         got = out.get(timeout=seconds + 60)

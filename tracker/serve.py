@@ -5,9 +5,10 @@
     face3d serve VIDEO [--loop] | --webcam [DEVICE]  [--host 127.0.0.1] [--port 8765] [--token T]
 
 ``http://HOST:PORT/`` is the viewer (``web/``), ``ws://HOST:PORT/ws`` the stream (protocol:
-:mod:`tracker.protocol`, ``web/PROTOCOL.md``). Threads: the live loop (:mod:`tracker.serve_live`:
-decode + track), and one asyncio event loop running the ``websockets`` server and the fan-out
-(:mod:`tracker.serve_hub`); request checks are :mod:`tracker.serve_gate`.
+:mod:`tracker.protocol`, ``web/PROTOCOL.md``). The live loop (:mod:`tracker.serve_live`: decode
++ track) runs in a child process (:mod:`tracker.serve_proc`); this process runs one asyncio
+event loop with the ``websockets`` server and the fan-out (:mod:`tracker.serve_hub`); request
+checks are :mod:`tracker.serve_gate`.
 
 Security: loopback by default. Any other ``--host`` needs ``--token`` (refused otherwise);
 browsers must come from the server's own origin (or ``--allow-origin``); client messages are
@@ -41,7 +42,8 @@ from .serve_hub import Hub
 if TYPE_CHECKING:  # the tracker stack is imported when a server is built, not by `face3d --help`
     from .facemodel import FaceModel
     from .pipeline import TrackConfig
-    from .serve_live import LoopStats
+    from .serve_live import LiveLoop, LoopStats
+    from .serve_proc import LiveProcess
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,10 @@ def default_web_root() -> Path:
 class ServeConfig:
     """Server settings. ``source``: a file path/URL or a webcam spec (``webcam``, ``webcam:0``).
     ``realtime=False`` tracks a file as fast as possible (benchmarks only). ``port=0`` picks a
-    free port (see :attr:`LiveServer.port`)."""
+    free port (see :attr:`LiveServer.port`). ``isolate``: track in a child process
+    (:mod:`tracker.serve_proc`, the default) so serving clients never takes the tracker's
+    interpreter lock; ``False`` tracks in a thread of this process (also used for a model not
+    loaded from a file)."""
 
     source: str
     loop: bool = False
@@ -68,6 +73,7 @@ class ServeConfig:
     web_root: Path = field(default_factory=default_web_root)
     realtime: bool = True
     retry_s: float = 2.0
+    isolate: bool = True
 
 
 def validate_config(cfg: ServeConfig) -> None:
@@ -117,13 +123,15 @@ class LiveServer:
     def __init__(self, cfg: ServeConfig, model: FaceModel, track_cfg: TrackConfig | None = None):
         from .pipeline import TrackConfig
         from .serve_live import LiveLoop
+        from .serve_proc import LiveProcess
 
         validate_config(cfg)
         self.cfg, self.model = cfg, model
         self.policy = GatePolicy(cfg.host, cfg.token, cfg.allowed_origins, cfg.max_clients)
-        self.live = LiveLoop(cfg.source, model, track_cfg or TrackConfig(), loop=cfg.loop,
-                             realtime=cfg.realtime, retry_s=cfg.retry_s,
-                             on_frame=self._on_frame, on_source=self._on_source)
+        runner = LiveProcess if cfg.isolate and model.path else LiveLoop
+        self.live: LiveLoop | LiveProcess = runner(
+            cfg.source, model, track_cfg or TrackConfig(), loop=cfg.loop, realtime=cfg.realtime,
+            retry_s=cfg.retry_s, on_frame=self._on_frame, on_source=self._on_source)
         self.hub = Hub(self._hello, self._mesh, model.n_expression, cfg.max_clients)
         self.port = cfg.port
         self._loop: asyncio.AbstractEventLoop | None = None

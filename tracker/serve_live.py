@@ -215,8 +215,13 @@ class LiveLoop:
         self.on_frame(pk, t1, idents)
 
     # ------------------------------------------------------------------ stats
-    def stats(self) -> LoopStats:
+    def stats(self, median: bool = True) -> LoopStats:
+        """Counters so far; ``median=False`` skips the median (``step_ms`` is then the last
+        frame's time: cheap enough to take every frame)."""
         span = self._t_last - self._t_first
         fps = (self._steps - 1) / span if self._steps > 1 and span > 0 else 0.0
-        med = 1000.0 * float(np.median(self._times)) if self._times else float("nan")
-        return LoopStats(self._steps, fps, med, self._busy, self._slot.dropped)
+        if median:
+            step = 1000.0 * float(np.median(self._times)) if self._times else float("nan")
+        else:
+            step = 1000.0 * self._times[-1] if self._times else float("nan")
+        return LoopStats(self._steps, fps, step, self._busy, self._slot.dropped)
