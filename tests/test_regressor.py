@@ -159,3 +159,17 @@ def test_rotate_sh_moves_the_light_with_the_frame():
     got = sh_shade(n_img, alb, rotate_sh(g, rz))
     assert np.allclose(got, want, atol=1e-5)
     assert np.allclose(rotate_sh(g, np.eye(3)), g, atol=1e-6)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped regressor weights")
+def test_default_weights_on_a_rendered_clip(model, tmp_path):
+    """A clip rendered by tracker.synth with known coefficients, through MediaPipe: the regressor
+    alone gets the expression weights within 0.12 mean absolute error (measured 0.08–0.10 on 4 s
+    clips) and the head rotation within 10° (measured 5–6°; the 3° goal is not met)."""
+    pytest.importorskip("tracker.synth")
+    from trainer.benchmark import eval_rendered_clips
+
+    res = eval_rendered_clips(DEFAULT_WEIGHTS, model, tmp_path, seeds=(1,), seconds=2.0)
+    m = res["synth1.mp4"]
+    assert m["tracked"] >= 0.9 * m["frames"]
+    assert m["expression_mae"] < 0.12 and m["rotation_deg"] < 10.0, m

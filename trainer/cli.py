@@ -34,13 +34,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=0, help="samples per source, 0 = all")
     p.add_argument("--max-faces", type=int, default=2, help="faces per image (videos: 1)")
     ev = sub.add_parser("eval", help="measure regressor weights on real clips (JSON to stdout)")
-    ev.add_argument("videos", nargs="+", help="video files")
+    ev.add_argument("videos", nargs="*", help="video files")
     ev.add_argument("--weights", default=None, help="ONNX weights (default: tracker/data/regressor.onnx)")
     ev.add_argument("--every", type=int, default=2, help="use every n-th frame (default 2)")
     ev.add_argument("--max-frames", type=int, default=None, help="frames per clip")
     ev.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the latency")
     ev.add_argument("--synthetic", type=int, default=0,
                     help="also measure on N synthetic samples with known coefficients")
+    ev.add_argument("--rendered", type=int, default=0,
+                    help="also measure on N clips rendered by tracker.synth (through MediaPipe)")
+    ev.add_argument("--workdir", default="out/eval-rendered", help="where rendered clips go")
     t.set_defaults(func=run)
 
     e = subparsers.add_parser("export", help="export a trained regressor (ONNX, TorchScript, TensorRT)")
@@ -84,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
             from .benchmark import eval_synthetic
             res["synthetic"] = eval_synthetic(w, model, args.synthetic)
             print("synthetic", json.dumps(res["synthetic"]), flush=True)
+        if args.rendered:
+            from .benchmark import eval_rendered_clips
+            res["rendered"] = eval_rendered_clips(w, model, Path(args.workdir),
+                                                  tuple(range(1, args.rendered + 1)))
+            print("rendered", json.dumps(res["rendered"]), flush=True)
         for v in args.videos:
             res["clips"][Path(v).name] = eval_clip(reg, model, v, args.every, args.max_frames)
             print(Path(v).name, json.dumps(res["clips"][Path(v).name]), flush=True)
