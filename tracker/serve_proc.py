@@ -93,6 +93,7 @@ class LiveProcess:
         self._stats = LoopStats(0, 0.0, float("nan"), 0.0, 0)
         self._times: deque[float] = deque(maxlen=1000)   # step_ms of recent frames
         self._reader: threading.Thread | None = None
+        self._stopping = threading.Event()
         try:
             msg = self._conn.recv() if self._conn.poll(START_TIMEOUT_S) else ("error", None)
         except (EOFError, OSError):
@@ -125,12 +126,15 @@ class LiveProcess:
                 self.on_frame(pk, t, ids)
             elif msg[0] == "source":
                 self.on_source(msg[1])
+        if self._stopping.is_set():
+            return
+        self.process.join(5.0)   # the pipe closes a moment before the exit status is known
         code = self.process.exitcode
-        if code not in (None, 0):
-            log.error("the tracker process exited with code %s", code)
-            self.on_source(encode_json(source_message("ended", f"tracker process exited ({code})")))
+        log.error("the tracker process exited unexpectedly (exit code %s)", code)
+        self.on_source(encode_json(source_message("ended", f"tracker process exited ({code})")))
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
         try:
             self._conn.send("stop")
         except (OSError, ValueError):
