@@ -68,6 +68,8 @@ def test_cli_writes_csv_and_sidecar(wda_csv, model):
     expected = (["frame", "time_s", "face_id", "status", "confidence", "qw", "qx", "qy", "qz",
                  "yaw_deg", "pitch_deg", "roll_deg", "tx_m", "ty_m", "tz_m"]
                 + list(model.exp_names) + [f"id_{i:03d}" for i in range(100)]
+                + [f"sh_{c}_{k}" for c in "rgb" for k in range(9)]  # lighting, from the regressor
+                + [f"alb_{i:02d}_{c}" for i in range(16) for c in "rgb"]  # albedo, held per track
                 + [f"lmk68_x_{i:02d}" for i in range(68)] + [f"lmk68_y_{i:02d}" for i in range(68)])
     assert header == expected
     assert len(rows) == 200

@@ -33,6 +33,12 @@ def _add_track_options(p: argparse.ArgumentParser, *, files: bool = True) -> Non
     if files:
         p.add_argument("--smooth", choices=("offline", "live", "none"), default=None,
                        help="temporal smoothing (default: offline for files)")
+    p.add_argument("--regressor", default=None, metavar="auto|none|PATH",
+                   help="CNN regressor weights (default auto: the packaged ONNX model)")
+    p.add_argument("--backend", choices=("onnx", "torch", "tensorrt"), default=None,
+                   help="regressor backend (default onnx = ONNX Runtime on the CPU)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="output the regressor alone, without landmark refinement")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +116,14 @@ def _config(args: argparse.Namespace):
         over["focal_px"] = args.focal
     if getattr(args, "smooth", None) is not None:
         over["smooth"] = args.smooth
+    if getattr(args, "regressor", None) is not None:
+        over["regressor"] = args.regressor
+    if getattr(args, "backend", None) is not None:
+        over["regressor_backend"] = args.backend
+    if getattr(args, "no_refine", False):
+        if (getattr(args, "regressor", None) or cfg.regressor) == "none":
+            raise InputError("--no-refine needs a regressor (not --regressor none)")
+        over["refine"] = False
     return replace(cfg, **over)
 
 

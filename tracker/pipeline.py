@@ -40,6 +40,10 @@ class TrackConfig:
     ``focal_px`` overrides it. ``id_schedule``: track lengths (frames) at which the identity is
     re-estimated from all frames so far (at most ``fit.id_frames`` of them, spread evenly); held
     after the last one. ``max_missing_s``: a face missing longer than this gets a new id.
+    ``regressor``: the CNN regressor's weights — ``"auto"`` (the packaged
+    ``tracker/data/regressor.onnx`` when present), ``"none"`` (landmark fitting only) or a path;
+    ``regressor_backend``: ``onnx`` (ONNX Runtime, CPU), ``torch`` or ``tensorrt`` (CUDA).
+    ``refine``: fit the landmarks starting from the regressor (``False``: the regressor alone).
     """
 
     max_faces: int = 1
@@ -50,6 +54,9 @@ class TrackConfig:
     min_tracking_confidence: float = 0.5
     id_schedule: tuple[int, ...] = (10, 40)
     max_missing_s: float = 0.5
+    regressor: str = "auto"
+    regressor_backend: Literal["onnx", "torch", "tensorrt"] = "onnx"
+    refine: bool = True
     fit: FitConfig = field(default_factory=FitConfig)
 
 
@@ -57,6 +64,21 @@ def make_camera(info: VideoInfo, cfg: TrackConfig) -> Camera:
     if cfg.focal_px:
         return camera_from_focal(info.width, info.height, cfg.focal_px, info.sar)
     return camera_from_fov(info.width, info.height, cfg.fov_deg, info.sar)
+
+
+def load_regressor(cfg: TrackConfig):
+    """The regressor named by ``cfg`` (loaded once), or ``None`` for ``"none"`` / no packaged
+    weights. Raises :class:`tracker.errors.ModelError` / ``BackendUnavailableError``."""
+    if cfg.regressor == "none":
+        return None
+    from .regressor import DEFAULT_WEIGHTS, make_regressor
+
+    if cfg.regressor == "auto":
+        if not DEFAULT_WEIGHTS.is_file():
+            log.info("no packaged regressor weights; landmark fitting only")
+            return None
+        return make_regressor(None, cfg.regressor_backend)
+    return make_regressor(cfg.regressor, cfg.regressor_backend)
 
 
 def fit_confidence(rms_iod_pct: float) -> float:
@@ -69,6 +91,14 @@ def fit_confidence(rms_iod_pct: float) -> float:
     return float(1.0 / (1.0 + (rms_iod_pct / 5.0) ** 2))
 
 
+def tr_albedo(tr: "_Track") -> np.ndarray | None:
+    """The track's albedo: the mean of the regressor's per-frame albedo over the frames that also
+    settle the identity, then held (like the identity)."""
+    if tr.albedo_sum is None or tr.albedo_n == 0:
+        return None
+    return (tr.albedo_sum / tr.albedo_n).astype(np.float32)
+
+
 @dataclass
 class _Track:
     face_id: int
@@ -79,6 +109,8 @@ class _Track:
     prev: FaceParams | None = None
     history: list[tuple[int, float, Landmarks, FaceParams]] = field(default_factory=list)
     smoother: object | None = None
+    albedo_sum: np.ndarray | None = None
+    albedo_n: int = 0
 
 
 class FaceTracker:
@@ -93,8 +125,9 @@ class FaceTracker:
     def __init__(self, model: FaceModel, camera: Camera, cfg: TrackConfig = TrackConfig(),
                  sar: float = 1.0, corr: Correspondence | None = None,
                  detector: LandmarkDetector | None = None, static_images: bool = False,
-                 revise_history: bool = True):
+                 revise_history: bool = True, regressor: object | None = "from-config"):
         self.model = model
+        self.regressor = load_regressor(cfg) if regressor == "from-config" else regressor
         self.revise_history = revise_history
         self.camera = camera
         self.cfg = cfg
@@ -120,10 +153,12 @@ class FaceTracker:
     # ------------------------------------------------------------------ public API
     def step(self, frame: Frame) -> FrameResult:
         faces = self.detector.detect(frame.image, frame.time_s, self.sar)
-        return self.step_landmarks(frame.index, frame.time_s, faces)
+        return self.step_landmarks(frame.index, frame.time_s, faces, frame.image)
 
-    def step_landmarks(self, index: int, time_s: float, faces: tuple[Landmarks, ...]) -> FrameResult:
-        """Fit already-detected landmarks (used by :meth:`step`, tests and benchmarks)."""
+    def step_landmarks(self, index: int, time_s: float, faces: tuple[Landmarks, ...],
+                       image: np.ndarray | None = None) -> FrameResult:
+        """Fit already-detected landmarks (used by :meth:`step`, tests and benchmarks). Without
+        ``image`` the regressor is skipped (landmark fitting only, no lighting/albedo)."""
         ids = self.ids.assign(time_s, faces)
         alive = {t.face_id for t in self.ids._tracks}  # noqa: SLF001
         for fid in list(self._tracks):
@@ -137,7 +172,7 @@ class FaceTracker:
                 if self._smoother_factory:
                     tr.smoother = self._smoother_factory()
                 self._tracks[fid] = tr
-            out.append(self._fit_track(tr, index, time_s, lm))
+            out.append(self._fit_track(tr, index, time_s, lm, image))
         return FrameResult(index, time_s, tuple(out))
 
     def pop_revisions(self) -> list[tuple[int, FaceResult]]:
@@ -167,13 +202,31 @@ class FaceTracker:
         expr = ff.expression.copy()
         for k, v in gaze_weights(ang, self.model.exp_names).items():
             expr[self._gaze_idx[k]] = v
-        return FaceParams(ff.rotation, ff.translation, expr, tr.identity.copy()), ff.rms_iod_pct
+        light = init.lighting if init is not None else None
+        return (FaceParams(ff.rotation, ff.translation, expr, tr.identity.copy(), light, tr_albedo(tr)),
+                ff.rms_iod_pct)
 
     def _result(self, tr: _Track, params: FaceParams, lm: Landmarks, rms: float) -> FaceResult:
         return FaceResult(tr.face_id, "tracked", fit_confidence(rms), params, lm, rms, tr.identity_rev)
 
-    def _fit_track(self, tr: _Track, index: int, time_s: float, lm: Landmarks) -> FaceResult:
-        params, rms = self._fit_one(tr, lm, tr.prev)
+    def _fit_track(self, tr: _Track, index: int, time_s: float, lm: Landmarks,
+                   image: np.ndarray | None = None) -> FaceResult:
+        reg = None
+        if self.regressor is not None and image is not None:
+            reg = self.regressor.predict(image, lm, self.camera)  # type: ignore[attr-defined]
+            if tr.n < (self.cfg.id_schedule[-1] if self.cfg.id_schedule else 1) or tr.albedo_sum is None:
+                a = np.asarray(reg.albedo, np.float64)
+                tr.albedo_sum = a if tr.albedo_sum is None else tr.albedo_sum + a
+                tr.albedo_n += 1
+            if not self.cfg.refine:
+                return self._regressor_only(tr, time_s, lm, reg)
+        init, its = tr.prev, None
+        if init is None and reg is not None:  # a new track starts from the regressor, not PnP
+            init = FaceParams(reg.rotation, reg.translation, reg.expression, tr.identity)
+            its = self.cfg.fit.iterations
+        params, rms = self._fit_one(tr, lm, init, its)
+        if reg is not None:
+            params = replace(params, lighting=np.asarray(reg.lighting, np.float32))
         tr.prev = params
         tr.n += 1
         sched = self.cfg.id_schedule
@@ -189,6 +242,20 @@ class FaceTracker:
         if tr.smoother is not None:
             sm = tr.smoother.update(time_s, params)  # type: ignore[attr-defined]
             res = replace(res, params=sm)
+        return res
+
+    def _regressor_only(self, tr: _Track, time_s: float, lm: Landmarks, reg: FaceParams) -> FaceResult:
+        """``refine=False``: the regressor's own answer (its per-frame identity included)."""
+        pts = lm.points
+        target = pts[self.basis.mp_index, :2].astype(np.float64)
+        iod = max(inter_ocular(pts), 1.0)
+        ff = fit_frame(self.basis, identity_points(self.basis, reg.identity), self.camera, target,
+                       iod, self.cfg.fit, reg, iterations=0)  # 0 iterations: just the residual
+        tr.n += 1
+        params = replace(reg, albedo=tr_albedo(tr))
+        res = self._result(tr, params, lm, ff.rms_iod_pct)
+        if tr.smoother is not None:
+            res = replace(res, params=tr.smoother.update(time_s, params))  # type: ignore[attr-defined]
         return res
 
     def _update_identity(self, tr: _Track) -> None:

@@ -168,7 +168,7 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
 
     try:
         for frame, faces in prefetch(detected(prefetch(src)), depth=2):
-            fr = tracker.step_landmarks(frame.index, frame.time_s, faces)
+            fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
             # keep memory flat: landmarks are not needed after fitting
             fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
             pos[fr.index] = len(results)
@@ -310,7 +310,13 @@ def sidecar(out: TrackOutputs, cols: list[str], model: FaceModel, cam: Camera, i
         "conventions": CONVENTIONS,
         "settings": {"max_faces": cfg.max_faces, "fov_deg": cfg.fov_deg, "focal_px": cfg.focal_px,
                      "smoothing": smooth, "fit": asdict(cfg.fit),
-                     "id_schedule": list(cfg.id_schedule)},
+                     "id_schedule": list(cfg.id_schedule), "regressor": cfg.regressor,
+                     "regressor_backend": cfg.regressor_backend, "refine": cfg.refine},
+        "lighting": ("sh_{r,g,b}_{0..8}: Deep3DFaceRecon SH basis (kernels/shading.py) on camera-space "
+                     "unit normals, colour-major, DC term included"),
+        "albedo": ("alb_KK_{r,g,b}: coefficients of the albedo basis trainer.albedo.make_albedo_basis"
+                   "(model, K) (mean skin colour + cotangent-Laplacian modes of the front face), "
+                   "held per track"),
         "summary": {"frames": summary.frames, "tracked_frames": summary.tracked_frames,
                     "face_ids": summary.faces, "interrupted": summary.interrupted,
                     "seconds": round(summary.seconds, 3)},
