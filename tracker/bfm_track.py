@@ -121,12 +121,16 @@ def smooth_bfm(results: list[FrameResult], model: FaceModel) -> list[FrameResult
 
 
 def config_for_model(cfg: object, model: FaceModel) -> object:
-    """``cfg`` without the ``fit.expr_prior_scale`` entries naming expressions ``model`` lacks
-    (the defaults name ICT blendshapes; BFM's expressions are ``exp_00 …``). The other fit
-    settings apply unchanged (not tuned for BFM)."""
+    """``cfg`` for a BFM model: no CNN regressor (the packaged one predicts ICT coefficients),
+    and without the ``fit.expr_prior_scale`` entries naming expressions ``model`` lacks (the
+    defaults name ICT blendshapes; BFM's are ``exp_00 …``). The other fit settings apply
+    unchanged (not tuned for BFM)."""
     fit = getattr(cfg, "fit")
     keep = tuple((n, f) for n, f in fit.expr_prior_scale if n in model.exp_names)
-    return replace(cfg, fit=replace(fit, expr_prior_scale=keep))  # type: ignore[type-var]
+    out = replace(cfg, fit=replace(fit, expr_prior_scale=keep))  # type: ignore[type-var]
+    if hasattr(out, "regressor"):
+        out = replace(out, regressor="none")
+    return out
 
 
 def track_video_bfm(input_spec: str, model: FaceModel, cfg: object, csv_path: str | Path, *,
