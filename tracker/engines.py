@@ -16,10 +16,12 @@ Engines:
 
 * :func:`run_inline` — in this process, one job after the other (``--workers 0``; debugging).
 * :func:`run_local` — a process pool of ``workers`` processes, started with ``spawn`` (no fork of
-  a process holding MediaPipe/decoder threads). MediaPipe's graph runs single-threaded per frame,
-  so processes are the unit of parallelism; each worker limits its numeric libraries to one thread
-  (:func:`worker_setup`, run before anything numeric is imported) so N workers use N cores, not
-  N × cores. A worker that dies breaks the pool: the pool is restarted, the jobs that were running
+  a process holding MediaPipe/decoder threads). One file's frames are sequential (tracking state),
+  so files are the unit of parallelism; each worker limits its numeric libraries to one thread
+  (:func:`worker_setup`, run before anything numeric is imported). Measured on the 2-core machine:
+  one tracking process still uses ~1.5 cores (its decode thread, and two MediaPipe threads of
+  equal load — not limited by these variables), so 2 workers there gain ~1.15x, not 2x; the
+  pool's job is to keep every core busy on machines with more of them. A worker that dies breaks the pool: the pool is restarted, the jobs that were running
   in it are retried alone, and one that kills its worker again is reported as crashed.
 * :func:`run_ray` — each job is one Ray task (``num_cpus=1``) on a local Ray instance or on the
   cluster at ``address`` (``ray.init(address=...)``; the nodes need face3d installed and the input
