@@ -165,7 +165,9 @@ class LiveLoop:
         return False
 
     def _track(self) -> None:
-        tracker = FaceTracker(self.model, self.camera, self.cfg, sar=self.info.sar)
+        # a live stream does not go back in time: no refits of earlier frames
+        tracker = FaceTracker(self.model, self.camera, self.cfg, sar=self.info.sar,
+                              revise_history=False)
         revs: dict[int, int] = {}
         try:
             self.on_source(encode_json(source_message("live")))
@@ -185,7 +187,8 @@ class LiveLoop:
                 if isinstance(item, tuple):  # camera reopened
                     tracker.close()
                     self.info, self.camera = item[1], make_camera(item[1], self.cfg)
-                    tracker = FaceTracker(self.model, self.camera, self.cfg, sar=self.info.sar)
+                    tracker = FaceTracker(self.model, self.camera, self.cfg,
+                                          sar=self.info.sar, revise_history=False)
                     revs.clear()
                     self.on_source(encode_json(source_message("live", "camera reopened")))
                     continue
@@ -196,7 +199,7 @@ class LiveLoop:
     def _step(self, tracker: FaceTracker, frame: Any, revs: dict[int, int]) -> None:
         t0 = time.perf_counter()
         fr = tracker.step(frame)
-        tracker.pop_revisions()  # offline refits: a live stream does not go back in time
+        tracker.pop_revisions()  # none with revise_history=False; never let them pile up
         t1 = time.perf_counter()
         idents = []
         for f in fr.faces:
