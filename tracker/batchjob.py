@@ -155,7 +155,8 @@ def process_file(job: FileJob, report: Callable[[str, int], None]) -> FileOutcom
             summary, _ = track_video(job.input, model, opts.cfg,
                                      TrackOutputs(csv_path, landmarks=opts.landmarks, arkit=opts.arkit),
                                      progress=False, allow_truncated=opts.allow_truncated,
-                                     on_frame=prog, max_frames=opts.max_frames)
+                                     on_frame=prog, max_frames=opts.max_frames,
+                                     pipelined=False)  # one core per worker: files in parallel
         prog.flush()
         if summary.interrupted:
             raise KeyboardInterrupt

@@ -120,6 +120,8 @@ def make_fit_basis(model: FaceModel, corr: Correspondence, cfg: FitConfig) -> Fi
     prior = np.full(model.n_expression, cfg.expr_prior, np.float64)
     for name, f in cfg.expr_prior_scale:
         if name not in model.exp_names:
+            if model.kind != "ict":  # the defaults name ICT weights; other families skip them
+                continue
             raise ValueError(f"expr_prior_scale names an unknown expression {name!r}")
         prior[model.exp_names.index(name)] *= f
     keep = w > 0

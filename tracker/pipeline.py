@@ -128,13 +128,18 @@ class FaceTracker:
                  revise_history: bool = True, regressor: object | None = "from-config"):
         self.model = model
         self.regressor = load_regressor(cfg) if regressor == "from-config" else regressor
+        if self.regressor is not None and model.kind != "ict":
+            log.info("the regressor predicts ICT coefficients; not used with a %s model", model.kind)
+            self.regressor = None
         self.revise_history = revise_history
         self.camera = camera
         self.cfg = cfg
         self.sar = sar
         self.corr = corr if corr is not None else load_correspondence()
         self.basis: FitBasis = make_fit_basis(model, self.corr, cfg.fit)
-        self.eyes: EyeBasis = make_eye_basis(model)
+        has_eyes = {"eyeball_left", "eyeball_right", "sclera_left"} <= (
+            set(model.part_names) | set(model.eye_subpart_names))
+        self.eyes: EyeBasis | None = make_eye_basis(model) if has_eyes else None
         self.detector = detector or LandmarkDetector(
             max_faces=cfg.max_faces, static=static_images,
             min_detection_confidence=cfg.min_detection_confidence,
@@ -196,12 +201,13 @@ class FaceTracker:
         target = pts[self.basis.mp_index, :2].astype(np.float64)
         iod = max(inter_ocular(pts), 1.0)
         ff = fit_frame(self.basis, tr.points, self.camera, target, iod, self.cfg.fit, init, iterations)
-        r = quat_to_matrix(ff.rotation)
-        iris = pts[[IRIS_MP["R"], IRIS_MP["L"]], :2].astype(np.float64)
-        ang = solve_gaze(self.eyes, tr.identity, r, ff.translation, self.camera, iris)
         expr = ff.expression.copy()
-        for k, v in gaze_weights(ang, self.model.exp_names).items():
-            expr[self._gaze_idx[k]] = v
+        if self.eyes is not None:  # models without eyeballs (BFM) have no gaze
+            r = quat_to_matrix(ff.rotation)
+            iris = pts[[IRIS_MP["R"], IRIS_MP["L"]], :2].astype(np.float64)
+            ang = solve_gaze(self.eyes, tr.identity, r, ff.translation, self.camera, iris)
+            for k, v in gaze_weights(ang, self.model.exp_names).items():
+                expr[self._gaze_idx[k]] = v
         light = init.lighting if init is not None else None
         return (FaceParams(ff.rotation, ff.translation, expr, tr.identity.copy(), light, tr_albedo(tr)),
                 ff.rms_iod_pct)

@@ -138,8 +138,13 @@ def _progress(total: int | None, enabled: bool):  # pragma: no cover - terminal 
 def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackOutputs | None,
                 *, progress: bool | None = None, allow_truncated: bool = False,
                 on_frame: Callable[[FrameResult], None] | None = None,
-                max_frames: int | None = None) -> tuple[TrackSummary, list[FrameResult]]:
+                max_frames: int | None = None, pipelined: bool = True,
+                ) -> tuple[TrackSummary, list[FrameResult]]:
     """Track a file or image; write ``out`` (if given). Returns the summary and final results.
+
+    ``pipelined``: decode, MediaPipe and fitting in three threads (one file at a time as fast as
+    the slowest stage). ``False`` runs them in turn on one thread — what ``face3d batch`` workers
+    use, since there the parallelism is across files, one core per worker.
 
     Raises :class:`tracker.errors.InputError` for unreadable input (nothing written).
     KeyboardInterrupt is caught: the rows done so far are written and ``summary.interrupted`` set.
@@ -166,8 +171,9 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
         for f in frames:
             yield f, tracker.detector.detect(f.image, f.time_s, info.sar)
 
+    stream = prefetch(detected(prefetch(src)), depth=2) if pipelined else detected(src)
     try:
-        for frame, faces in prefetch(detected(prefetch(src)), depth=2):
+        for frame, faces in stream:
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
             # keep memory flat: landmarks are not needed after fitting
             fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
