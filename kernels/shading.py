@@ -53,6 +53,32 @@ def _as_n3(a: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(-1, 3))
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _basis_row(n, out, i):  # pragma: no cover - compiled
+    x, y, z = n[i, 0], n[i, 1], n[i, 2]
+    out[i, 0] = _K0
+    out[i, 1] = -_K1 * y
+    out[i, 2] = _K1 * z
+    out[i, 3] = -_K1 * x
+    out[i, 4] = _K2 * x * y
+    out[i, 5] = -_K2 * y * z
+    out[i, 6] = _K2Z * (3.0 * z * z - 1.0)
+    out[i, 7] = -_K2 * x * z
+    out[i, 8] = _K2H * (x * x - y * y)
+
+
+@nb.njit(cache=True, nogil=True)
+def _basis_serial(n, out):  # pragma: no cover - compiled
+    for i in range(n.shape[0]):
+        _basis_row(n, out, i)
+
+
+PARALLEL_MIN = 4096
+"""Below this many normals the serial kernel runs: starting OpenMP workers for a few dozen rows
+(e.g. the regressor's SH rotation, 64 normals, every frame) cost 0.36 ms and kept the workers
+spinning against MediaPipe's thread."""
+
+
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _basis(n, out):  # pragma: no cover - compiled
     for i in nb.prange(n.shape[0]):
@@ -72,7 +98,7 @@ def sh_basis(normals: np.ndarray) -> np.ndarray:
     """SH basis ``(..., 9)`` (dtype of ``normals``) of unit normals ``(..., 3)``."""
     n = _as_n3(normals, "normals")
     out = np.empty((n.shape[0], 9), n.dtype)
-    _basis(n, out)
+    (_basis if n.shape[0] >= PARALLEL_MIN else _basis_serial)(n, out)
     return out.reshape(normals.shape[:-1] + (9,))
 
 

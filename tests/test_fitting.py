@@ -86,10 +86,11 @@ def test_weights_stay_in_bounds_and_warm_start_converges(model, setup):
     fit = fit_frame(basis, identity_points(basis, None), cam, tgt, 80.0, cfg)
     assert fit.expression.min() >= 0.0 and fit.expression.max() <= 1.0
     assert fit.expression[model.exp_names.index("jawOpen")] == pytest.approx(1.0, abs=1e-6)
-    # warm start from the answer: 3 iterations do not move it much, and never increase the error
+    # warm start from the answer: 3 iterations do not move it much, and do not make it worse (LM
+    # never raises its weighted objective; the plain pixel RMS may move by a hair)
     init = FaceParams(fit.rotation, fit.translation, fit.expression, np.zeros(model.n_identity))
     again = fit_frame(basis, identity_points(basis, None), cam, tgt, 80.0, cfg, init)
-    assert again.rms_iod_pct <= fit.rms_iod_pct + 1e-9
+    assert again.rms_iod_pct <= fit.rms_iod_pct * (1 + 1e-4)
     assert np.abs(again.expression - fit.expression).max() < 0.02
 
 
