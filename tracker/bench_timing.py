@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -153,7 +153,7 @@ def replay(model: FaceModel, cam: Camera, cfg: TrackConfig, floor: FloorRun, smo
            sar: float = 1.0) -> tuple[list[FrameResult], np.ndarray]:
     """Track the cached landmarks of ``floor`` with ``smooth`` (``none``/``live``/``offline``)
     exactly as ``face3d track --smooth SMOOTH`` would (revisions applied, offline smoothing
-    after the loop). Returns the results (landmarks kept) and per-frame step times ``(N,)`` ms
+    after the loop; with a regressor the frames are decoded again for it). Returns the results (landmarks kept) and per-frame step times ``(N,)`` ms
     (``step_landmarks`` + applying its revisions)."""
     if floor.faces is None or floor.times is None or floor.indices is None:
         raise ValueError("replay needs a floor pass run with keep=True")
@@ -161,14 +161,24 @@ def replay(model: FaceModel, cam: Camera, cfg: TrackConfig, floor: FloorRun, smo
     results: list[FrameResult] = []
     pos: dict[int, int] = {}
     ms = np.empty(len(floor.faces))
+    # the regressor needs the frames: decode them again (outside the timed step)
+    images: Iterator = iter(())
+    src = None
+    if tracker.regressor is not None:
+        from .sources import open_source
+        src = open_source(floor.info.source)
+        images = (f.image for f in src)
     for k, (i, t, faces) in enumerate(zip(floor.indices, floor.times, floor.faces)):
+        image = next(images, None)
         t0 = time.perf_counter()
-        fr = tracker.step_landmarks(int(i), float(t), faces)
+        fr = tracker.step_landmarks(int(i), float(t), faces, image)
         pos[fr.index] = len(results)
         results.append(fr)
         for idx, rev in tracker.pop_revisions():
             _revise(results, pos, idx, rev)
         ms[k] = (time.perf_counter() - t0) * 1e3
+    if src is not None:
+        src.close()
     if smooth == "offline":
         results = smooth_results(results, model)
     return results, ms

@@ -88,7 +88,7 @@ class TrackSummary:
         return s
 
 
-def prefetch(it: Iterable[T], depth: int = 4) -> Iterator[T]:
+def prefetch(it: Iterable[T], depth: int = 4, name: str = "prefetch") -> Iterator[T]:
     """Iterate ``it`` in a background thread, ``depth`` items ahead; exceptions are re-raised
     here. Closing the returned generator stops the thread."""
     q: queue.Queue[tuple[int, object]] = queue.Queue(maxsize=depth)
@@ -113,7 +113,7 @@ def prefetch(it: Iterable[T], depth: int = 4) -> Iterator[T]:
             if close is not None:
                 close()  # a generator source is finished in the thread that ran it
 
-    th = threading.Thread(target=run, name="face3d-decode", daemon=True)
+    th = threading.Thread(target=run, name=f"face3d-{name}", daemon=True)
     th.start()
     try:
         while True:
@@ -125,7 +125,9 @@ def prefetch(it: Iterable[T], depth: int = 4) -> Iterator[T]:
             yield x  # type: ignore[misc]
     finally:
         stop.set()
-        th.join(timeout=2.0)
+        th.join(timeout=10.0)  # the worker checks `stop` at least every 0.1 s between items
+        if th.is_alive():
+            log.warning("background %s thread did not stop within 10 s", th.name)
 
 
 def _progress(total: int | None, enabled: bool):  # pragma: no cover - terminal only
@@ -171,7 +173,8 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
         for f in frames:
             yield f, tracker.detector.detect(f.image, f.time_s, info.sar)
 
-    stream = prefetch(detected(prefetch(src)), depth=2) if pipelined else detected(src)
+    stream = (prefetch(detected(prefetch(src, name="decode")), depth=2, name="mediapipe")
+              if pipelined else detected(src))
     try:
         for frame, faces in stream:
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
@@ -199,6 +202,9 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
     finally:
         if bar is not None:
             bar.close()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # stop the decode and MediaPipe threads before closing what they use
         src.close()
         tracker.close()
     seconds = time.perf_counter() - t0
