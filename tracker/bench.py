@@ -192,7 +192,8 @@ def run_bench(cfg: BenchConfig, model: FaceModel, tcfg: TrackConfig,
     t_start = time.time()
     names = [v.stem for v in cfg.videos]
     clips: dict[str, dict[str, Any]] = {n: {"path": str(v)} for n, v in zip(names, cfg.videos)}
-    runs: dict[str, dict[str, list]] = {n: {"floor": [], "track": [], "loop": [], "ratio": []}
+    runs: dict[str, dict[str, list]] = {n: {"floor": [], "track": [], "loop": [], "ratio": [],
+                                            "floor_seq": [], "ratio_seq": []}
                                         for n in names}
     stage_runs: list[dict[str, list[np.ndarray]]] = []
     floors: dict[str, Any] = {}
@@ -210,12 +211,15 @@ def run_bench(cfg: BenchConfig, model: FaceModel, tcfg: TrackConfig,
                 dec = decode_pass(path, cfg.max_frames)
                 floor = floor_pass(path, tcfg, cfg.max_frames, keep=r == 0)
                 sec, summary, results = track_pass(path, model, tcfg, tmp / f"{name}.csv", cfg.max_frames)
+                seq = floor_pass(path, tcfg, cfg.max_frames, sequential=True)
                 fl_fps, tr_fps = floor.fps, summary.frames / sec
                 run = runs[name]
                 run["floor"].append(fl_fps)
                 run["track"].append(tr_fps)
                 run["loop"].append(summary.fps)
                 run["ratio"].append(tr_fps / fl_fps)
+                run["floor_seq"].append(seq.fps)
+                run["ratio_seq"].append(tr_fps / seq.fps)
                 cam = make_camera(floor.info, tcfg)
                 if r == 0:
                     floors[name] = floor
@@ -243,6 +247,7 @@ def run_bench(cfg: BenchConfig, model: FaceModel, tcfg: TrackConfig,
             c = clips[name]
             c.update(floor_fps=_med(run["floor"]), track_fps=_med(run["track"]),
                      track_loop_fps=_med(run["loop"]), ratio=_med(run["ratio"]),
+                     floor_seq_fps=_med(run["floor_seq"]), ratio_seq=_med(run["ratio_seq"]),
                      runs={k: [float(x) for x in v] for k, v in run.items()})
             lat = c.pop("latency_runs")
             c["latency_ms"] = {s: _med([x[s] for x in lat]) for s in STAGES}

@@ -66,8 +66,10 @@ class FloorRun:
 
 
 def floor_pass(path: str, cfg: TrackConfig, max_frames: int | None = None,
-               keep: bool = False) -> FloorRun:
-    """Decode + MediaPipe on every frame of ``path`` (first ``max_frames``); see module doc."""
+               keep: bool = False, sequential: bool = False) -> FloorRun:
+    """Decode + MediaPipe on every frame of ``path`` (first ``max_frames``); see module doc.
+    ``sequential``: decode and MediaPipe in turn on this thread (no decode thread) — the plain
+    sum "decode + MediaPipe", the second reference the report gives."""
     t0 = time.perf_counter()
     src = open_source(path)
     det = LandmarkDetector(max_faces=cfg.max_faces, min_detection_confidence=cfg.min_detection_confidence,
@@ -77,7 +79,7 @@ def floor_pass(path: str, cfg: TrackConfig, max_frames: int | None = None,
     times: list[float] = []
     idx: list[int] = []
     faces: list[tuple[Landmarks, ...]] = []
-    frames = prefetch(src)
+    frames = iter(src) if sequential else prefetch(src)
     try:
         for fr in frames:
             t1 = time.perf_counter()

@@ -138,8 +138,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     out = TrackOutputs(Path(args.csv), args.format, args.landmarks, args.arkit,
                        Path(args.overlay) if args.overlay else None, args.overlay_mode)
     summary, results = track_video(args.input, model, cfg, out, allow_truncated=args.allow_truncated)
-    if out.overlay is not None and not summary.interrupted:
-        from .overlay import write_overlay
+    if out.overlay is not None and summary.frames == 1 and not summary.interrupted:
+        from .overlay import write_overlay  # an image input: the overlay is a still
         write_overlay(args.input, out.overlay, results, model, cfg, mode=args.overlay_mode)
     print(summary.line())
     return EXIT_INTERRUPTED if summary.interrupted else 0
@@ -181,15 +181,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _config(args)
     csv_path = out_dir / (Path(inp).stem + ".csv")
     print(f"face3d demo: tracking {inp}")
-    summary, results = track_video(inp, model, cfg, TrackOutputs(csv_path, landmarks=True))
+    ov = out_dir / (Path(inp).stem + "_overlay.mp4")
+    summary, _ = track_video(inp, model, cfg, TrackOutputs(csv_path, landmarks=True, overlay=ov))
     print(summary.line())
     print(f"columns and conventions: {csv_path}.json")
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
-    from .overlay import write_overlay
-    ov = write_overlay(inp, out_dir / (Path(inp).stem + "_overlay.mp4"), results, model, cfg)
-    print(f"overlay video: {ov.path}")
-    return 0
+    print(f"overlay video: {ov}")
+    return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
 def cmd_correspondence(args: argparse.Namespace) -> int:

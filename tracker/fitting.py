@@ -75,8 +75,8 @@ class FitConfig:
     expr_prior: float = 100.0
     expr_temporal: float = 0.0
     id_prior: float = 30.0
-    id_frames: int = 40
-    id_rounds: int = 3
+    id_frames: int = 20
+    id_rounds: int = 2
     id_mouth_closed: float = 300.0
     weight_surface: float = 1.0
     weight_eye_lid: float = 2.0

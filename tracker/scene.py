@@ -80,13 +80,15 @@ class HeadMesh:
 
 
 def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | None = None, *,
-              narrow_face: bool = False, eye_cap_deg: float | None = None) -> HeadMesh:
+              narrow_face: bool = False, eye_cap_deg: float | None = None,
+              face_tris: np.ndarray | None = None) -> HeadMesh:
     """Gather ``parts`` of ``model`` (names from ``model.part_names``) into a :class:`HeadMesh`;
     ``albedo (V_model, 3)`` per model vertex (default mid grey). Triangles that reach outside the
     chosen vertices are dropped. ``narrow_face``: keep only the front face of part ``"face"``
     (vertices below ``model.narrow_face_vertex_count``: no ears, no neck); ``eye_cap_deg``: keep
     only the eyeball cap within that angle of the eye's axis (the rest hides behind the lids even
-    at full gaze — fewer triangles to rasterize)."""
+    at full gaze — fewer triangles to rasterize); ``face_tris``: triangles (model vertex ids) to
+    draw instead of part ``"face"``'s own, e.g. :func:`tracker.lowpoly.lowpoly_face`."""
     from kernels.antialias import edge_neighbours
 
     from .albedo import eye_cones
@@ -99,6 +101,9 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
         keep[model.part_vertices(p)] = True
     if narrow_face and "face" in parts:
         keep[np.arange(model.narrow_face_vertex_count, model.part_vertices("face")[-1] + 1)] = False
+    if face_tris is not None and "face" in parts:
+        keep[model.part_vertices("face")] = False
+        keep[np.unique(face_tris)] = True
     if eye_cap_deg is not None:
         for part, (vids, ang) in eye_cones(model).items():
             if part in parts:
@@ -106,7 +111,13 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
     ids = np.nonzero(keep)[0]
     remap = np.full(model.n_vertices, -1, np.int64)
     remap[ids] = np.arange(len(ids))
-    tris = remap[model.part_faces(*parts)]
+    if face_tris is not None and "face" in parts:
+        others = tuple(p for p in parts if p != "face")
+        all_tris = np.concatenate([np.asarray(face_tris, np.int64),
+                                   model.part_faces(*others).astype(np.int64)]) if others else face_tris
+    else:
+        all_tris = model.part_faces(*parts)
+    tris = remap[all_tris]
     tris = np.ascontiguousarray(tris[(tris >= 0).all(1)], np.int32)
     nid, nexp = model.n_identity, model.n_expression
     alb = np.full((model.n_vertices, 3), 0.6, np.float32) if albedo is None else albedo

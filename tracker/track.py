@@ -163,6 +163,11 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
     # --smooth live on a file shows what a live consumer sees: no retroactive identity refits
     tracker = FaceTracker(model, cam, cfg, sar=info.sar, static_images=static,
                           revise_history=cfg.smooth != "live")
+    overlay = None
+    if out is not None and out.overlay is not None and not static:
+        from .overlay import OverlayStream
+        overlay = OverlayStream(input_spec, out.overlay, model, cam, info.fps, info.sar,
+                                src.path if info.has_audio else None, out.overlay_mode)
     results: list[FrameResult] = []
     pos: dict[int, int] = {}
     interrupted = False
@@ -173,11 +178,15 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
         for f in frames:
             yield f, tracker.detector.detect(f.image, f.time_s, info.sar)
 
-    stream = (prefetch(detected(prefetch(src, name="decode")), depth=2, name="mediapipe")
+    # queues deep enough that decoding and MediaPipe keep going while the main thread is busy
+    # with an identity update (tens of ms at a track's 10th and 40th frame)
+    stream = (prefetch(detected(prefetch(src, depth=8, name="decode")), depth=8, name="mediapipe")
               if pipelined else detected(src))
     try:
         for frame, faces in stream:
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
+            if overlay is not None:
+                overlay.add(frame.image, frame.time_s, fr)
             # keep memory flat: landmarks are not needed after fitting
             fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
             pos[fr.index] = len(results)
@@ -199,6 +208,10 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
         interrupted = True
         for idx, rev in tracker.pop_revisions():
             _apply_revision(results, pos, idx, rev)
+    except BaseException:
+        if overlay is not None:
+            overlay.abort()
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -207,6 +220,11 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
             close()  # stop the decode and MediaPipe threads before closing what they use
         src.close()
         tracker.close()
+    if overlay is not None:
+        if src.truncated and not allow_truncated and not interrupted:
+            overlay.abort()
+        else:
+            overlay.finish()  # after Ctrl-C too: a valid video of the frames done
     seconds = time.perf_counter() - t0
     if src.truncated and not allow_truncated and not interrupted:
         raise InputError(f"{input_spec}: file is truncated or damaged after {len(results)} frames "
