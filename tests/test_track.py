@@ -243,3 +243,23 @@ def test_camera_vanishing_keeps_rows(videos, model, tmp_path, monkeypatch):
         track_video("webcam:0", model, load_track_config(), TrackOutputs(out))
     header, rows = read_csv(out)
     assert len(rows) == 30 and all(r[3] == "tracked" for r in rows)
+
+
+def test_track_with_overlay_single_pass(videos, tmp_path):
+    """`face3d track --overlay`: the overlay comes out of the same pass with the input's frame
+    count, size, timestamps and audio, beside a normal CSV."""
+    import av
+    out = tmp_path / "d12.csv"
+    ov = tmp_path / "d12.mp4"
+    r = run_cli("track", videos["d12"], "--csv", out, "--overlay", ov)
+    assert r.returncode == 0, r.stderr
+    with av.open(str(videos["d12"])) as a, av.open(str(ov)) as b:
+        sa, sb = a.streams.video[0], b.streams.video[0]
+        ta = [float(f.time) for f in a.decode(sa)]
+        tb = [float(f.time) for f in b.decode(sb)]
+        assert (sb.width, sb.height) == (sa.width, sa.height)
+        assert len(tb) == len(ta) == 183 and np.allclose(tb, ta, atol=1e-3)
+        assert len(b.streams.audio) == 1
+    header, rows = read_csv(out)
+    assert len(rows) == 183
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d12.csv", "d12.csv.json", "d12.mp4"]
