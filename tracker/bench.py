@@ -75,7 +75,7 @@ class BenchConfig:
     image_dirs: tuple[Path, ...] = ()
     synth_seeds: tuple[int, ...] = (0, 1, 2)
     synth_seconds: float = 4.0
-    synth_size: int = 256
+    synth_size: int = 512
     synth_fps: float = 30.0
     render_repeats: int = 30
     serve: bool = False

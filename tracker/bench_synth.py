@@ -12,7 +12,8 @@ compared with the truth.
 * ``rotation_deg`` (geodesic angle), ``translation_mm``;
 * ``expression_mae`` over the 53 weights, and ``expression_mae_active`` over the weights the
   truth moves (standard deviation > 0.05 over the clip) — what MediaPipe's landmarks can show;
-* ``lmk68_pct``: projected ICT 68 points against the truth's, % of the true inter-ocular distance.
+* ``lmk68_pct``: projected ICT 68 points against the truth's, % of the true inter-ocular distance
+  (``lmk68_nojaw_pct``: points 17-67, without the jaw line).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def compare_to_truth(results: list[FrameResult], truth: TrackTable, model: FaceM
     gt = _params(truth, model)
     row_of = {int(f): k for k, f in enumerate(gt["frame"]) if np.isfinite(gt["q"][k]).all()}
     idx = np.arange(model.narrow_face_vertex_count)
-    vm, sm, rot, tr, lm, ex_t, ex_g = [], [], [], [], [], [], []
+    vm, sm, rot, tr, lm, lm_nojaw, ex_t, ex_g = [], [], [], [], [], [], [], []
     for r in results:
         k = row_of.get(r.index)
         if k is None or not r.faces or r.faces[0].params is None:
@@ -95,7 +96,9 @@ def compare_to_truth(results: list[FrameResult], truth: TrackTable, model: FaceM
             model, model.lmk68_idx, np.asarray(p.identity, np.float64),
             np.asarray(p.expression, np.float64))))
         iod = np.linalg.norm(l_true[36] - l_true[45])
-        lm.append(np.mean(np.linalg.norm(l_est - l_true, axis=1)) / iod * 100.0)
+        d = np.linalg.norm(l_est - l_true, axis=1) / iod * 100.0
+        lm.append(float(np.mean(d)))
+        lm_nojaw.append(float(np.mean(d[17:])))
         ex_t.append(e0)
         ex_g.append(np.asarray(p.expression, np.float64))
     n_truth = len(row_of)
@@ -115,6 +118,7 @@ def compare_to_truth(results: list[FrameResult], truth: TrackTable, model: FaceM
         "expression_mae_active": float(err[:, active].mean()) if active.any() else float("nan"),
         "active_weights": [n for n, a in zip(model.exp_names, active) if a],
         "lmk68_pct": float(np.mean(lm)),
+        "lmk68_nojaw_pct": float(np.mean(lm_nojaw)),
         "expression_mae_per_weight": per_weight,
     }
 
