@@ -82,16 +82,7 @@ spinning against MediaPipe's thread."""
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _basis(n, out):  # pragma: no cover - compiled
     for i in nb.prange(n.shape[0]):
-        x, y, z = n[i, 0], n[i, 1], n[i, 2]
-        out[i, 0] = _K0
-        out[i, 1] = -_K1 * y
-        out[i, 2] = _K1 * z
-        out[i, 3] = -_K1 * x
-        out[i, 4] = _K2 * x * y
-        out[i, 5] = -_K2 * y * z
-        out[i, 6] = _K2Z * (3.0 * z * z - 1.0)
-        out[i, 7] = -_K2 * x * z
-        out[i, 8] = _K2H * (x * x - y * y)
+        _basis_row(n, out, i)
 
 
 def sh_basis(normals: np.ndarray) -> np.ndarray:
