@@ -90,22 +90,28 @@ def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _model_point(points, exp_basis, e, j):
+    """Model-space point ``j``: ``points[j] + exp_basis[j] @ e`` (zero weights skipped)."""
+    xm0 = points[j, 0]
+    xm1 = points[j, 1]
+    xm2 = points[j, 2]
+    for k in range(e.shape[0]):
+        ek = e[k]
+        if ek != 0.0:
+            xm0 += exp_basis[j, 0, k] * ek
+            xm1 += exp_basis[j, 1, k] * ek
+            xm2 += exp_basis[j, 2, k] * ek
+    return xm0, xm1, xm2
+
+
 @njit(cache=True, nogil=True)
 def residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy):
     """RMS pixel distance between projected model points and ``target`` ``(P, 2)``."""
     p = points.shape[0]
-    ne = e.shape[0]
     acc = 0.0
     for j in range(p):
-        xm0 = points[j, 0]
-        xm1 = points[j, 1]
-        xm2 = points[j, 2]
-        for k in range(ne):
-            ek = e[k]
-            if ek != 0.0:
-                xm0 += exp_basis[j, 0, k] * ek
-                xm1 += exp_basis[j, 1, k] * ek
-                xm2 += exp_basis[j, 2, k] * ek
+        xm0, xm1, xm2 = _model_point(points, exp_basis, e, j)
         x = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2 + t[0]
         y = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2 + t[1]
         z = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2 + t[2]
@@ -120,18 +126,9 @@ def residual_rms(points, exp_basis, e, rot, t, target, fx, fy, cx, cy):
 def _linearize(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, jac, res):
     """Fill ``res (2P,)`` and the transposed Jacobian ``jac (6 + Ef, 2P)`` at (rot, t, e)."""
     p = points.shape[0]
-    ne = e.shape[0]
     nf = free.shape[0]
     for j in range(p):
-        xm0 = points[j, 0]
-        xm1 = points[j, 1]
-        xm2 = points[j, 2]
-        for k in range(ne):
-            ek = e[k]
-            if ek != 0.0:
-                xm0 += exp_basis[j, 0, k] * ek
-                xm1 += exp_basis[j, 1, k] * ek
-                xm2 += exp_basis[j, 2, k] * ek
+        xm0, xm1, xm2 = _model_point(points, exp_basis, e, j)
         q0 = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2
         q1 = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2
         q2 = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2
@@ -182,18 +179,9 @@ def _linearize(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, j
 def _objective(points, exp_basis, free, sw, target, fx, fy, cx, cy, rot, t, e, e_prev, lam_e, lam_t):
     """Weighted data term plus the expression priors (the quantity LM decreases)."""
     p = points.shape[0]
-    ne = e.shape[0]
     acc = 0.0
     for j in range(p):
-        xm0 = points[j, 0]
-        xm1 = points[j, 1]
-        xm2 = points[j, 2]
-        for k in range(ne):
-            ek = e[k]
-            if ek != 0.0:
-                xm0 += exp_basis[j, 0, k] * ek
-                xm1 += exp_basis[j, 1, k] * ek
-                xm2 += exp_basis[j, 2, k] * ek
+        xm0, xm1, xm2 = _model_point(points, exp_basis, e, j)
         x = rot[0, 0] * xm0 + rot[0, 1] * xm1 + rot[0, 2] * xm2 + t[0]
         y = rot[1, 0] * xm0 + rot[1, 1] * xm1 + rot[1, 2] * xm2 + t[1]
         z = rot[2, 0] * xm0 + rot[2, 1] * xm1 + rot[2, 2] * xm2 + t[2]

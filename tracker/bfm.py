@@ -50,12 +50,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .correspondence import (BROW_L, BROW_R, EYE_L_LOWER, EYE_L_UPPER, EYE_R_LOWER, EYE_R_UPPER,
-                             FACE_OVAL, LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER,
-                             Correspondence, load_canonical_mesh)
+from .correspondence import (
+    BROW_L,
+    BROW_R,
+    EYE_L_LOWER,
+    EYE_L_UPPER,
+    EYE_R_LOWER,
+    EYE_R_UPPER,
+    FACE_OVAL,
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    LIPS_OUTER,
+    Correspondence,
+    align_canonical,
+    load_canonical_mesh,
+)
 from .errors import ModelError
 from .facemodel import FaceModel
-from .meshgeom import closest_point_on_edges, closest_point_on_mesh, umeyama
+from .meshgeom import closest_point_on_edges, closest_point_on_mesh
 
 log = logging.getLogger(__name__)
 
@@ -252,19 +264,9 @@ def build_bfm_correspondence(model: FaceModel, canonical_obj: str | os.PathLike[
     faces = model.faces.astype(np.int64)
     a_mp = np.array([a for a, _ in ANCHORS])
     a_bfm = v[model.lmk68_idx[[b for _, b in ANCHORS]]]
-    s, r, t = umeyama(mp_v[a_mp], a_bfm)
-    rms0 = float(np.sqrt(np.mean(np.sum((s * mp_v[a_mp] @ r.T + t - a_bfm) ** 2, 1))))
+    s, r, t, rms0 = align_canonical(mp_v, v, faces, a_mp, a_bfm, icp_iters)
     oval = np.zeros(468, bool)
     oval[list(FACE_OVAL)] = True
-    for _ in range(icp_iters):
-        x = s * mp_v @ r.T + t
-        _, _, cp = closest_point_on_mesh(x, v, faces)
-        d = np.linalg.norm(cp - x, axis=1)
-        w = ((~oval) & (d <= np.quantile(d[~oval], 0.8))).astype(np.float64)
-        w[a_mp] += 5.0
-        dst = cp.copy()
-        dst[a_mp] = a_bfm
-        s, r, t = umeyama(mp_v, dst, w)
     x = s * mp_v @ r.T + t
     tri, bary, cp = closest_point_on_mesh(x, v, faces)
     vids = faces[tri].copy()

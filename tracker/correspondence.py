@@ -33,7 +33,12 @@ import numpy as np
 
 from .errors import ModelError
 from .facemodel import FaceModel
-from .meshgeom import (boundary_edges, closest_point_on_edges, closest_point_on_mesh, umeyama)
+from .meshgeom import (
+    boundary_edges,
+    closest_point_on_edges,
+    closest_point_on_mesh,
+    umeyama,
+)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TABLE_MP_TO_ICT = DATA_DIR / "mediapipe_to_ict.csv"
@@ -79,7 +84,7 @@ class Correspondence:
         v = np.asarray(verts)
         return np.einsum("...pkc,pk->...pc", v[..., self.vertex_ids, :], self.bary)
 
-    def select(self, mask: np.ndarray) -> "Correspondence":
+    def select(self, mask: np.ndarray) -> Correspondence:
         m = np.asarray(mask, bool)
         return Correspondence(self.mp_index[m], self.vertex_ids[m], self.bary[m],
                               tuple(g for g, k in zip(self.group, m) if k))
@@ -151,6 +156,29 @@ def _socket_boundaries(model: FaceModel) -> dict[str, np.ndarray]:
     return out
 
 
+def align_canonical(mp_v: np.ndarray, verts: np.ndarray, faces: np.ndarray, a_mp: np.ndarray,
+                    a_model: np.ndarray, icp_iters: int = 10
+                    ) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """Similarity ``(s, R, t)`` putting MediaPipe's canonical points ``mp_v (468, 3)`` (metres) on
+    a model surface ``(verts, faces)``: anchors ``mp_v[a_mp] ≙ a_model`` first, then trimmed ICP
+    (closest surface points; the face oval and the worst 20 % left out; anchors weighted 6x).
+    Also returns the anchors' RMS distance after the first fit (metres)."""
+    s, r, t = umeyama(mp_v[a_mp], a_model)
+    rms0 = float(np.sqrt(np.mean(np.sum((s * mp_v[a_mp] @ r.T + t - a_model) ** 2, 1))))
+    oval = np.zeros(len(mp_v), bool)
+    oval[list(FACE_OVAL)] = True
+    for _ in range(icp_iters):
+        x = s * mp_v @ r.T + t
+        _, _, cp = closest_point_on_mesh(x, verts, faces)
+        d = np.linalg.norm(cp - x, axis=1)
+        w = ((~oval) & (d <= np.quantile(d[~oval], 0.8))).astype(np.float64)
+        w[a_mp] += 5.0  # keep the semantic anchors in charge
+        dst = cp.copy()
+        dst[a_mp] = a_model
+        s, r, t = umeyama(mp_v, dst, w)
+    return s, r, t, rms0
+
+
 def build_correspondence(model: FaceModel, canonical_obj: str | os.PathLike[str],
                          icp_iters: int = 10) -> tuple[Correspondence, MediaPipe68, dict[str, float]]:
     """Build the MediaPipe → ICT table and the ICT-68 → MediaPipe table from geometry alone.
@@ -163,21 +191,9 @@ def build_correspondence(model: FaceModel, canonical_obj: str | os.PathLike[str]
     faces = front_face_triangles(model)
     a_mp = np.array([a for a, _ in _ANCHORS])
     a_ict = ict_v[model.lmk68_idx[[b for _, b in _ANCHORS]]]
-    s, r, t = umeyama(mp_v[a_mp], a_ict)
-    anchor_rms0 = float(np.sqrt(np.mean(np.sum((s * mp_v[a_mp] @ r.T + t - a_ict) ** 2, 1))))
+    s, r, t, anchor_rms0 = align_canonical(mp_v, ict_v, faces, a_mp, a_ict, icp_iters)
     oval = np.zeros(468, bool)
     oval[list(FACE_OVAL)] = True
-    for _ in range(icp_iters):
-        x = s * mp_v @ r.T + t
-        _, _, cp = closest_point_on_mesh(x, ict_v, faces)
-        d = np.linalg.norm(cp - x, axis=1)
-        keep = (~oval) & (d <= np.quantile(d[~oval], 0.8))
-        w = keep.astype(np.float64)
-        w[a_mp] += 5.0  # keep the semantic anchors in charge
-        src = mp_v
-        dst = cp.copy()
-        dst[a_mp] = a_ict
-        s, r, t = umeyama(src, dst, w)
     x = s * mp_v @ r.T + t
     tri, bary, cp = closest_point_on_mesh(x, ict_v, faces)
     vids = faces[tri].astype(np.int64)
