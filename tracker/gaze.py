@@ -74,23 +74,31 @@ def _yaw_pitch(u: np.ndarray) -> np.ndarray:
                      np.arctan2(-u[..., 1], np.hypot(u[..., 0], u[..., 2]))], -1)
 
 
-def solve_gaze(eyes: EyeBasis, identity: np.ndarray | None, rotation: np.ndarray,
-               translation: np.ndarray, cam: Camera, iris_uv: np.ndarray) -> np.ndarray:
-    """Eye angles ``(2, 2)`` radians, rows (right eye, left eye), columns (yaw, pitch).
-
-    ``rotation (3, 3)``/``translation (3,)`` the head pose; ``iris_uv (2, 2)`` MediaPipe's iris
-    centres (468, 473) in pixels. Closed form: the camera ray through each iris pixel meets the
-    sphere of radius ``|d|`` about the eyeball centre (nearest hit; the ray's closest point when
-    it misses); the direction from the centre to that point, in model axes, gives the angles
-    relative to the rest direction ``d``.
-    """
+def eye_geometry(eyes: EyeBasis, identity: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An identity's eyeball centres ``(2, 3)``, rest directions ``d (2, 3)`` (centre → iris)
+    and radii ``|d| (2,)``, model space; constant per identity (callers may keep it)."""
     c, ir = eyes.centre, eyes.iris
     if identity is not None:
         a = np.asarray(identity, np.float64)
         c = c + np.tensordot(a, eyes.centre_id, axes=1)
         ir = ir + np.tensordot(a, eyes.iris_id, axes=1)
     d = ir - c
-    rad = np.linalg.norm(d, axis=1)
+    return c, d, np.linalg.norm(d, axis=1)
+
+
+def solve_gaze(eyes: EyeBasis, identity: np.ndarray | None, rotation: np.ndarray,
+               translation: np.ndarray, cam: Camera, iris_uv: np.ndarray,
+               geometry: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Eye angles ``(2, 2)`` radians, rows (right eye, left eye), columns (yaw, pitch).
+
+    ``rotation (3, 3)``/``translation (3,)`` the head pose; ``iris_uv (2, 2)`` MediaPipe's iris
+    centres (468, 473) in pixels. Closed form: the camera ray through each iris pixel meets the
+    sphere of radius ``|d|`` about the eyeball centre (nearest hit; the ray's closest point when
+    it misses); the direction from the centre to that point, in model axes, gives the angles
+    relative to the rest direction ``d``. ``geometry``: :func:`eye_geometry` of ``identity``,
+    when the caller keeps it.
+    """
+    c, d, rad = geometry if geometry is not None else eye_geometry(eyes, identity)
     cc = c @ rotation.T + translation  # eye centres, camera space (2, 3)
     ray = np.stack([(iris_uv[:, 0] - cam.cx) / cam.fx, -(iris_uv[:, 1] - cam.cy) / cam.fy,
                     -np.ones(2)], 1)

@@ -22,7 +22,7 @@ from .camera import DEFAULT_FOV_DEG, camera_from_focal, camera_from_fov
 from .correspondence import Correspondence, load_correspondence
 from .facemodel import FaceModel
 from .fitting import FitBasis, FitConfig, fit_frame, fit_identity, identity_points, make_fit_basis
-from .gaze import IRIS_MP, EyeBasis, gaze_weights, make_eye_basis, solve_gaze
+from .gaze import IRIS_MP, EyeBasis, eye_geometry, gaze_weights, make_eye_basis, solve_gaze
 from .landmarks import FaceIds, LandmarkDetector, inter_ocular
 from .rotation import quat_to_matrix
 from .types import Camera, FaceParams, FaceResult, Frame, FrameResult, Landmarks, VideoInfo
@@ -116,6 +116,7 @@ class _Track:
     smoother: object | None = None
     albedo_sum: np.ndarray | None = None
     albedo_n: int = 0
+    eye_geom: tuple | None = None  # (identity it was made for, gaze.eye_geometry of it)
 
 
 class FaceTracker:
@@ -210,7 +211,10 @@ class FaceTracker:
         if self.eyes is not None:  # models without eyeballs (BFM) have no gaze
             r = quat_to_matrix(ff.rotation)
             iris = pts[[IRIS_MP["R"], IRIS_MP["L"]], :2].astype(np.float64)
-            ang = solve_gaze(self.eyes, tr.identity, r, ff.translation, self.camera, iris)
+            if tr.eye_geom is None or tr.eye_geom[0] is not tr.identity:
+                tr.eye_geom = (tr.identity, eye_geometry(self.eyes, tr.identity))
+            ang = solve_gaze(self.eyes, tr.identity, r, ff.translation, self.camera, iris,
+                             tr.eye_geom[1])
             for k, v in gaze_weights(ang, self.model.exp_names).items():
                 expr[self._gaze_idx[k]] = v
         light = init.lighting if init is not None else None
@@ -281,11 +285,12 @@ class FaceTracker:
         iods = [max(inter_ocular(lm.points), 1.0) for lm in lms]
         fits = [hist[i][3] for i in sel]
         alpha = tr.identity
-        for _ in range(cfg.id_rounds):
+        for rnd in range(cfg.id_rounds):
             alpha = fit_identity(self.basis, self.camera, targets, iods, fits, cfg, alpha)
             tr.identity = alpha
             tr.points = identity_points(self.basis, alpha)
-            fits = [self._fit_one(tr, lm, p, cfg.iterations)[0] for lm, p in zip(lms, fits)]
+            if rnd + 1 < cfg.id_rounds:  # the next round starts from these (the last's: unused)
+                fits = [self._fit_one(tr, lm, p, cfg.iterations)[0] for lm, p in zip(lms, fits)]
         tr.identity_rev += 1
         log.debug("face %d: identity rev %d from %d frames, |alpha| = %.2f", tr.face_id,
                   tr.identity_rev, len(lms), float(np.linalg.norm(alpha)))

@@ -65,11 +65,13 @@ log = logging.getLogger(__name__)
 
 IMAGE_LOOP_FPS = 30.0
 """Rate at which a looped still image is repeated (``loop=True``)."""
-FILE_THREAD_TYPE = "AUTO"
-"""FFmpeg decoder threading for files (frame + slice threads). Measured on the 2-core machine,
-decode + rgb24: d10 (512x512) 1.04 → 0.86 ms/frame, s18 (1280x720) 2.04 → 1.85 ms/frame when idle;
-no gain when both cores are busy, and ~10 % more CPU. Live sources use slice threads only: frame
-threading delays every frame by ``thread_count - 1`` frames."""
+FILE_THREAD_TYPE = "SLICE"
+"""FFmpeg decoder threading for files. Frame threading ("AUTO") decodes faster on an idle
+machine (d10 decode + rgb24 alone: 1.04 → 0.86 ms/frame) but costs ~10 % more CPU, and in the
+pipeline the other core is MediaPipe's: decode + MediaPipe in two threads, medians of 3 rounds,
+ms/frame AUTO → SLICE: d3 3.48 → 3.39, d12 3.35 → 3.25, d13 (720x1280) 4.42 → 3.75, s18 3.71 →
+3.44, WDA 3.29 → 3.17. Live sources use slice threads too: frame threading delays every frame by
+``thread_count - 1`` frames."""
 LIVE_THREAD_TYPE = "SLICE"
 _FALLBACK_FPS = 30.0
 _MAX_CORRUPT_WARNINGS = 3
@@ -177,6 +179,7 @@ class Source:
         self._clock, self._sleep = clock, sleep
         self.path: str | None = None if kind == "webcam" else spec
         self.truncated, self.n_corrupt, self.frames_read = False, 0, 0
+        self._tail_corrupt: list[str] = []
         self.warn_truncated = True  # a caller that reports truncation itself sets this False
         self._warned: set[str] = set()
         self._active: Iterator[Frame] | None = None
@@ -261,11 +264,20 @@ class Source:
             except av.error.EOFError:
                 return
             except _FFMPEG_ERRORS as exc:
-                self.n_corrupt += 1
-                if self.n_corrupt <= _MAX_CORRUPT_WARNINGS:
-                    log.warning("%s: skipped a corrupt packet (%s)", self.spec, _reason(exc))
+                # reported once a later packet decodes: undecodable packets at the very end are
+                # the cut of a truncated file, which _check_complete reports as such
+                self._tail_corrupt.append(_reason(exc))
                 continue
+            if frames and self._tail_corrupt and packet.size:  # not the end-of-stream flush
+                self._report_corrupt()
             yield from frames
+
+    def _report_corrupt(self) -> None:
+        for reason in self._tail_corrupt:
+            self.n_corrupt += 1
+            if self.n_corrupt <= _MAX_CORRUPT_WARNINGS:
+                log.warning("%s: skipped a corrupt packet (%s)", self.spec, reason)
+        self._tail_corrupt.clear()
 
     def _flush(self, stream: Any) -> list[Any]:
         try:
@@ -334,10 +346,15 @@ class Source:
 
     def _check_complete(self, count: int, t_last: float) -> None:
         if self.kind != "file" or self.live:
+            self._report_corrupt()
             return
         info, dt = self.info, self._frame_interval()
         if self._expected_end_s is not None and t_last < self._expected_end_s - max(0.25, 3 * dt):
             self.truncated = True
+        if self._tail_corrupt and self.truncated:
+            log.debug("%s: %d undecodable packet(s) at the cut", self.spec, len(self._tail_corrupt))
+            self._tail_corrupt.clear()
+        self._report_corrupt()
         if self.truncated:
             log.log(logging.WARNING if self.warn_truncated else logging.DEBUG,
                     "%s: video ends early at %.2f s after %d frames (expected %s frames, "

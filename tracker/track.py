@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, TypeVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .camera import project, transform
@@ -40,6 +41,7 @@ from .csvout import (CONVENTIONS, AtomicCsv, LIVELINK_COLUMNS, face3d_columns, f
                      livelink_row, write_json_atomic)
 from .errors import CameraError, InputError
 from .facemodel import FaceModel, vertices
+from .landmarks import LandmarkDetector
 from .pipeline import FaceTracker, TrackConfig, make_camera
 from .rotation import quat_to_matrix
 from .types import Camera, FaceParams, FaceResult, Frame, FrameResult, VideoInfo
@@ -88,13 +90,22 @@ class TrackSummary:
         return s
 
 
-def prefetch(it: Iterable[T], depth: int = 4, name: str = "prefetch") -> Iterator[T]:
+class prefetch(Iterator[T]):  # noqa: N801 - used like a generator function
     """Iterate ``it`` in a background thread, ``depth`` items ahead; exceptions are re-raised
-    here. Closing the returned generator stops the thread."""
-    q: queue.Queue[tuple[int, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    here. The thread starts at once (work overlaps whatever the caller does next);
+    :meth:`close` stops it, also before the first item was taken."""
 
-    def run() -> None:
+    def __init__(self, it: Iterable[T], depth: int = 4, name: str = "prefetch"):
+        self._q: queue.Queue[tuple[int, object]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        # the thread holds no reference to self: an abandoned iterator is collected and stops it
+        self._th = threading.Thread(target=self._run, args=(it, self._q, self._stop),
+                                    name=f"face3d-{name}", daemon=True)
+        self._th.start()
+
+    @staticmethod
+    def _run(it: Iterable[T], q: queue.Queue, stop: threading.Event) -> None:
         try:
             for x in it:
                 while not stop.is_set():
@@ -113,21 +124,36 @@ def prefetch(it: Iterable[T], depth: int = 4, name: str = "prefetch") -> Iterato
             if close is not None:
                 close()  # a generator source is finished in the thread that ran it
 
-    th = threading.Thread(target=run, name=f"face3d-{name}", daemon=True)
-    th.start()
-    try:
-        while True:
-            kind, x = q.get()
-            if kind == 1:
-                return
-            if kind == 2:
-                raise x  # type: ignore[misc]
-            yield x  # type: ignore[misc]
-    finally:
-        stop.set()
-        th.join(timeout=10.0)  # the worker checks `stop` at least every 0.1 s between items
-        if th.is_alive():
-            log.warning("background %s thread did not stop within 10 s", th.name)
+    def __iter__(self) -> "prefetch[T]":
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        kind, x = self._q.get()
+        if kind == 0:
+            return x  # type: ignore[return-value]
+        self.close()
+        if kind == 2:
+            raise x  # type: ignore[misc]
+        raise StopIteration
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._stop.set()
+        while True:  # unblock a worker waiting on a full queue
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        self._th.join(timeout=10.0)  # the worker checks `stop` at least every 0.1 s between items
+        if self._th.is_alive():
+            log.warning("background %s thread did not stop within 10 s", self._th.name)
+
+    def __del__(self) -> None:
+        self._stop.set()
 
 
 def _progress(total: int | None, enabled: bool):  # pragma: no cover - terminal only
@@ -151,6 +177,17 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
     Raises :class:`tracker.errors.InputError` for unreadable input (nothing written).
     KeyboardInterrupt is caught: the rows done so far are written and ``summary.interrupted`` set.
     """
+    # The per-frame maths is small: a second OpenBLAS thread only spins, taking the core
+    # MediaPipe and decoding need (measured 0.5 ms of CPU a frame); restored on return.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _track_video(input_spec, model, cfg, out, progress, allow_truncated, on_frame,
+                            max_frames, pipelined)
+
+
+def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackOutputs | None,
+                 progress: bool | None, allow_truncated: bool,
+                 on_frame: Callable[[FrameResult], None] | None, max_frames: int | None,
+                 pipelined: bool) -> tuple[TrackSummary, list[FrameResult]]:
     from .sources import open_source
 
     if progress is None:
@@ -160,28 +197,41 @@ def track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: TrackO
     info = src.info
     static = info.kind == "image"
     cam = make_camera(info, cfg)
-    # --smooth live on a file shows what a live consumer sees: no retroactive identity refits
-    tracker = FaceTracker(model, cam, cfg, sar=info.sar, static_images=static,
-                          revise_history=cfg.smooth != "live")
-    overlay = None
-    if out is not None and out.overlay is not None and not static:
-        from .overlay import OverlayStream
-        overlay = OverlayStream(input_spec, out.overlay, model, cam, info.fps, info.sar,
-                                src.path if info.has_audio else None, out.overlay_mode)
+    detector = LandmarkDetector(max_faces=cfg.max_faces, static=static,
+                                min_detection_confidence=cfg.min_detection_confidence,
+                                min_tracking_confidence=cfg.min_tracking_confidence)
+
+    def detected(frames: Iterable[Frame]) -> Iterator[tuple[Frame, tuple]]:
+        for f in frames:
+            yield f, detector.detect(f.image, f.time_s, info.sar)
+
+    # Decoding and MediaPipe start now, so they run while the tracker below is set up (~25 ms),
+    # with queues deep enough that they keep going while this thread is busy with an identity
+    # update (tens of ms at a track's 10th and 40th frame).
+    stream = (prefetch(detected(prefetch(src, depth=8, name="decode")), depth=8, name="mediapipe")
+              if pipelined else detected(src))
+    try:
+        # --smooth live on a file shows what a live consumer sees: no retroactive identity refits
+        tracker = FaceTracker(model, cam, cfg, sar=info.sar, static_images=static,
+                              revise_history=cfg.smooth != "live", detector=detector)
+        overlay = None
+        if out is not None and out.overlay is not None and not static:
+            from .overlay import OverlayStream
+            overlay = OverlayStream(input_spec, out.overlay, model, cam, info.fps, info.sar,
+                                    src.path if info.has_audio else None, out.overlay_mode)
+    except BaseException:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        src.close()
+        detector.close()
+        raise
     results: list[FrameResult] = []
     pos: dict[int, int] = {}
     interrupted = False
     camera_error: CameraError | None = None
     bar = _progress(info.n_frames, progress)
     t0 = time.perf_counter()
-    def detected(frames: Iterable[Frame]) -> Iterator[tuple[Frame, tuple]]:
-        for f in frames:
-            yield f, tracker.detector.detect(f.image, f.time_s, info.sar)
-
-    # queues deep enough that decoding and MediaPipe keep going while the main thread is busy
-    # with an identity update (tens of ms at a track's 10th and 40th frame)
-    stream = (prefetch(detected(prefetch(src, depth=8, name="decode")), depth=8, name="mediapipe")
-              if pipelined else detected(src))
     try:
         for frame, faces in stream:
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
