@@ -349,7 +349,10 @@ class OverlayStream:
         # cost 3.2 instead of 2.1 ms of CPU a 512x512 frame (measured)
         writer = H264Writer(self.path, cam.width, cam.height, self.timing, sar=sar, crf=crf,
                             preset=preset, audio_from=audio_from, threads=1)
-        self.sink = _ThreadedSink(writer, depth=8)
+        # drawing and encoding each run in a thread of their own (numba kernels, OpenCV and
+        # PyAV release the GIL), so neither adds to the tracking thread's time per frame
+        self.sink = _ThreadedSink(_DrawStage(self.drawer, _ThreadedSink(writer, depth=8)),
+                                  depth=8, name="draw")
         self.smooth = smooth
         self._smoothers: dict[int, object] = {}
         self.frames = 0
@@ -367,7 +370,7 @@ class OverlayStream:
                     sm = self._smoothers[f.face_id] = LiveSmoother()
                 p = sm.update(time_s, p)  # type: ignore[attr-defined]
             faces.append(p)
-        self.sink.put(self.drawer.draw(image, faces) if faces else image, self.timing.pts(time_s))
+        self.sink.put((image, faces), self.timing.pts(time_s))
         self.frames += 1
 
     def finish(self) -> Path:
@@ -398,15 +401,33 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     return path
 
 
+class _DrawStage:
+    """A writer that draws ``(image, faces)`` with a :class:`FaceDrawer` and hands the picture
+    to ``sink`` (a :class:`_ThreadedSink` around the encoder)."""
+
+    def __init__(self, drawer: FaceDrawer, sink: "_ThreadedSink") -> None:
+        self.drawer, self.sink = drawer, sink
+
+    def write(self, job: tuple[np.ndarray, list[FaceParams]], pts: int) -> None:
+        image, faces = job
+        self.sink.put(self.drawer.draw(image, faces) if faces else image, pts)
+
+    def close(self) -> Path:
+        return self.sink.finish()
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
 class _ThreadedSink:
     """Runs ``writer.write`` in a background thread behind a small queue; errors are re-raised in
     the producer at the next :meth:`put` or at :meth:`finish`."""
 
-    def __init__(self, writer, depth: int = 4) -> None:
+    def __init__(self, writer, depth: int = 4, name: str = "encode") -> None:
         self.writer = writer
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.th = threading.Thread(target=self._run, name="face3d-encode", daemon=True)
+        self.th = threading.Thread(target=self._run, name=f"face3d-{name}", daemon=True)
         self.th.start()
 
     def _run(self) -> None:
@@ -420,10 +441,10 @@ class _ThreadedSink:
                 except BaseException as e:  # noqa: BLE001 - handed to the producer
                     self.error = e
 
-    def put(self, rgb: np.ndarray, pts: int) -> None:
+    def put(self, item: object, pts: int) -> None:
         if self.error is not None:
             raise self.error
-        self.q.put((rgb, pts))
+        self.q.put((item, pts))
 
     def finish(self) -> Path:
         self.q.put(None)
