@@ -108,6 +108,9 @@ class OverlayStyle:
     wire_alpha: float = 0.75
 
 
+_ALBEDO_CACHE: dict[tuple, np.ndarray] = {}
+
+
 class FaceDrawer:
     """Draws faces from :class:`FaceParams` over images of one camera. Holds the prepared mesh,
     the MediaPipe tessellation on it, and the last identity's evaluated base (identity is held
@@ -127,7 +130,10 @@ class FaceDrawer:
         if style.lowpoly and "face" in parts and mode == "shaded":  # wire needs the full surface
             from .lowpoly import lowpoly_face
             face_tris = lowpoly_face(model, style.lowpoly)
-        self.mesh: HeadMesh = head_mesh(model, parts, vertex_albedo(model, clay), narrow_face=True,
+        key = (str(model.path), model.version, model.n_vertices, clay)
+        if key not in _ALBEDO_CACHE:  # 40 ms a model: paid once per process
+            _ALBEDO_CACHE[key] = vertex_albedo(model, clay)
+        self.mesh: HeadMesh = head_mesh(model, parts, _ALBEDO_CACHE[key], narrow_face=True,
                                         eye_cap_deg=EYE_CAP_DEG, face_tris=face_tris)
         self._ident_key: bytes | None = None
         self._ident_base: np.ndarray | None = None

@@ -165,6 +165,15 @@ class LiveLoop:
         return False
 
     def _track(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        from .track import opencv_threads
+
+        # spinning BLAS/OpenCV workers would take the cores MediaPipe needs (see track_video)
+        with threadpool_limits(limits=1, user_api="blas"), opencv_threads(1):
+            self._track_frames()
+
+    def _track_frames(self) -> None:
         # a live stream does not go back in time: no refits of earlier frames
         tracker = FaceTracker(self.model, self.camera, self.cfg, sar=self.info.sar,
                               revise_history=False)
