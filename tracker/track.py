@@ -91,6 +91,11 @@ class TrackSummary:
         return s
 
 
+MEDIAPIPE_QUEUE_BYTES = 96 * 2**20
+"""Memory for frames waiting between MediaPipe and the fitting thread (8 to 48 frames): 48 at
+512x512, 16 at 1920x1080, 8 at 4K."""
+
+
 @contextmanager
 def opencv_threads(n: int) -> Iterator[None]:
     """OpenCV's worker threads limited to ``n`` for the block (process-wide, then restored)."""
@@ -222,8 +227,10 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
 
     # Decoding and MediaPipe start now, so they run while the tracker below is set up (~25 ms),
     # with queues deep enough that they keep going while this thread is busy with an identity
-    # update (tens of ms at a track's 10th and 40th frame).
-    stream = (prefetch(detected(prefetch(src, depth=8, name="decode")), depth=8, name="mediapipe")
+    # update (30–70 ms at a track's 10th and 40th frame, ~20 frames of MediaPipe); the landmark
+    # queue holds up to MEDIAPIPE_QUEUE_BYTES of frames.
+    depth = int(np.clip(MEDIAPIPE_QUEUE_BYTES // max(1, info.width * info.height * 3), 8, 48))
+    stream = (prefetch(detected(prefetch(src, depth=8, name="decode")), depth=depth, name="mediapipe")
               if pipelined else detected(src))
     try:
         # --smooth live on a file shows what a live consumer sees: no retroactive identity refits
