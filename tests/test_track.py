@@ -263,3 +263,29 @@ def test_track_with_overlay_single_pass(videos, tmp_path):
     header, rows = read_csv(out)
     assert len(rows) == 183
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d12.csv", "d12.csv.json", "d12.mp4"]
+
+
+def test_thread_limits_hold_during_tracking_and_are_restored(videos, model, tmp_path):
+    """`track_video` runs OpenBLAS and OpenCV with one thread (their idle workers spin on the
+    cores MediaPipe needs) and gives the caller its settings back afterwards."""
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    from tracker.track import TrackOutputs, track_video
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    cv2.setNumThreads(2)
+    before = blas_threads()
+    seen = []
+
+    def on_frame(_fr):
+        if not seen:
+            seen.append((cv2.getNumThreads(), blas_threads()))
+
+    track_video(str(videos["WDA_KatieHill_000"]), model, load_track_config(),
+                TrackOutputs(tmp_path / "o.csv"), progress=False, on_frame=on_frame, max_frames=5)
+    assert seen and seen[0][0] == 1 and all(n == 1 for n in seen[0][1])
+    assert cv2.getNumThreads() == 2
+    assert blas_threads() == before
