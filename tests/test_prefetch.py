@@ -74,3 +74,15 @@ def test_exception_in_source_is_raised_in_consumer():
         next(p)
     with pytest.raises(StopIteration):
         next(p)
+
+
+def test_abandoned_iterator_with_finished_source_stops_its_thread():
+    """The end marker waits on a full queue too: an abandoned iterator must not pin the thread."""
+    p = prefetch(iter([1]), depth=1, name="abandoned-end")
+    time.sleep(0.05)  # the worker now holds the end marker for a full queue
+    del p
+    gc.collect()
+    deadline = time.time() + 5.0
+    while _alive("abandoned-end") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive("abandoned-end")

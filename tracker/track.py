@@ -125,19 +125,22 @@ class prefetch(Iterator[T]):  # noqa: N801 - used like a generator function
 
     @staticmethod
     def _run(it: Iterable[T], q: queue.Queue, stop: threading.Event) -> None:
+        def put(item: tuple[int, object]) -> bool:  # False once the consumer has gone
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         try:
             for x in it:
-                while not stop.is_set():
-                    try:
-                        q.put((0, x), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((0, x)):
                     return
-            q.put((1, None))
+            put((1, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put((2, e))
+            put((2, e))
         finally:
             close = getattr(it, "close", None)
             if close is not None:
