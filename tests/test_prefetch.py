@@ -15,6 +15,15 @@ def _alive(name: str) -> bool:
     return any(t.name == f"face3d-{name}" and t.is_alive() for t in threading.enumerate())
 
 
+def _gone_after_collection(name: str, timeout_s: float = 5.0) -> bool:
+    """Collect garbage, then wait up to ``timeout_s`` for the named worker thread to end."""
+    gc.collect()
+    deadline = time.time() + timeout_s
+    while _alive(name) and time.time() < deadline:
+        time.sleep(0.05)
+    return not _alive(name)
+
+
 def test_yields_everything_in_order():
     assert list(prefetch(iter(range(100)), depth=3, name="order")) == list(range(100))
     assert not _alive("order")
@@ -56,11 +65,7 @@ def test_abandoned_iterator_stops_its_thread():
     p = prefetch(gen(), depth=2, name="abandoned")
     next(p)
     del p
-    gc.collect()
-    deadline = time.time() + 5.0
-    while _alive("abandoned") and time.time() < deadline:
-        time.sleep(0.05)
-    assert not _alive("abandoned")
+    assert _gone_after_collection("abandoned")
 
 
 def test_exception_in_source_is_raised_in_consumer():
@@ -81,8 +86,4 @@ def test_abandoned_iterator_with_finished_source_stops_its_thread():
     p = prefetch(iter([1]), depth=1, name="abandoned-end")
     time.sleep(0.05)  # the worker now holds the end marker for a full queue
     del p
-    gc.collect()
-    deadline = time.time() + 5.0
-    while _alive("abandoned-end") and time.time() < deadline:
-        time.sleep(0.05)
-    assert not _alive("abandoned-end")
+    assert _gone_after_collection("abandoned-end")

@@ -84,15 +84,16 @@ class RenderBackend(Protocol):
 
 
 @contextmanager
-def _numba_threads(n: int | None) -> Iterator[None]:
-    """Limit numba's parallel kernels to ``n`` threads for the calling thread only."""
+def numba_threads(n: int | None) -> Iterator[None]:
+    """Run the block's numba kernels with ``n`` threads (``None``: unchanged; at most numba's
+    pool size); for the calling thread only."""
     if n is None:
         yield
         return
     import numba
 
     previous = numba.get_num_threads()
-    numba.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         yield
     finally:
@@ -119,23 +120,23 @@ class NumbaBackend:
     def rasterize(self, pos: np.ndarray, tris: np.ndarray, resolution: tuple[int, int],
                   cull: str = "none") -> np.ndarray:
         from kernels.raster import rasterize
-        with _numba_threads(self.threads):
+        with numba_threads(self.threads):
             return rasterize(pos, tris, resolution, cull)
 
     def interpolate(self, attr: np.ndarray, rast: np.ndarray, tris: np.ndarray) -> np.ndarray:
         from kernels.raster import interpolate
-        with _numba_threads(self.threads):
+        with numba_threads(self.threads):
             return interpolate(attr, rast, tris)
 
     def antialias(self, color: np.ndarray, rast: np.ndarray, pos: np.ndarray,
                   tris: np.ndarray) -> np.ndarray:
         from kernels.antialias import antialias
-        with _numba_threads(self.threads):
+        with numba_threads(self.threads):
             return antialias(color, rast, pos, tris)
 
     def shade_sh(self, normals: np.ndarray, albedo: np.ndarray, gamma: np.ndarray) -> np.ndarray:
         from kernels.shading import sh_shade
-        with _numba_threads(self.threads):
+        with numba_threads(self.threads):
             return sh_shade(normals, albedo, gamma)
 
 

@@ -16,8 +16,6 @@ by the angles the ``eyeLook*`` weights encode (:func:`eye_angles`, the inverse o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,26 +23,10 @@ import numpy as np
 from .camera import project
 from .facemodel import FaceModel
 from .gaze import GAZE_RANGE_DEG, make_eye_basis
-from .render import CULL_BACK, projection_matrix
+from .render import CULL_BACK, numba_threads, projection_matrix  # noqa: F401 - numba_threads re-exported
 from .types import Camera
 
 NEAR, FAR = 0.01, 100.0
-
-
-@contextmanager
-def numba_threads(n: int | None) -> Iterator[None]:
-    """Run the block's numba kernels with ``n`` threads (``None``: unchanged); per calling thread."""
-    if n is None:
-        yield
-        return
-    import numba
-
-    prev = numba.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(prev)
 
 
 @dataclass(frozen=True)
