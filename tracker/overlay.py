@@ -4,9 +4,9 @@
 frame's faces from the final (smoothed) results with a :class:`FaceDrawer`, and encodes with
 :class:`tracker.videoout.H264Writer` at the input's exact size, frame rate, timestamps, sample
 aspect ratio and colour tags, with its audio copied. Decoding, drawing and encoding run in three
-threads: PyAV releases the GIL while it decodes, converts and encodes; the numba kernels of
-``kernels/`` are not compiled ``nogil``, so they hold it while drawing (a competing pure-Python
-thread was measured to stretch a 2.5 ms rasterize to 8.9 ms — the GIL switch interval).
+threads: PyAV releases the GIL while it decodes, converts and encodes, and the numba kernels of
+``kernels/`` are compiled ``nogil`` (while they held it, a competing pure-Python thread was
+measured to stretch a 2.5 ms rasterize to 8.9 ms — the GIL switch interval).
 
 Modes: ``"shaded"`` — the ICT face and eyeballs (clay albedo, painted eyes) lit by a fixed Lambert
 light, or by the face's own SH lighting when its :class:`~tracker.types.FaceParams` carries one,
@@ -331,8 +331,8 @@ def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[Frame
 class OverlayStream:
     """The overlay drawn *during* tracking (one decode for both), for ``face3d track --overlay``.
 
-    ``add(frame, result)`` draws ``result``'s faces over ``frame`` and queues it for the encoder
-    thread. The faces are the tracker's per-frame answers passed through a causal One Euro filter
+    ``add(frame, result)`` queues ``frame`` and ``result``'s faces for the drawing thread, which
+    hands the picture to the encoder thread. The faces are the tracker's per-frame answers passed through a causal One Euro filter
     per face id (``smooth=True``, the live smoother): the CSV's zero-phase smoothing and identity
     refits need the whole clip, which a second decode pass (:func:`write_overlay`) would wait for
     — measured at 0.29–0.38x the decode+MediaPipe floor for track + overlay, against 0.5x

@@ -13,8 +13,8 @@ live consumers ignore.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
