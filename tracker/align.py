@@ -41,7 +41,9 @@ MOUTH_R, MOUTH_L = 61, 291
 TEMPLATE = np.array([[-0.0318, 0.0341], [0.0318, 0.0341], [0.0, -0.0004],
                      [-0.0240, -0.0346], [0.0240, -0.0346]])
 """The five alignment points of the ICT mean face (metres; x = subject's left, y up), frontal
-orthographic view, symmetrised; order: right eye, left eye, nose tip, right and left mouth corner."""
+orthographic view, symmetrised, placed through the geometric MediaPipe↔ICT correspondence;
+order: right eye, left eye, nose tip, right and left mouth corner. Fixed: it defines the crops the
+regressor was trained on (the calibrated table moved the nose tip 2 mm; the crop does not follow)."""
 TEMPLATE_WEIGHTS = np.array([1.0, 1.0, 0.5, 1.0, 1.0])
 CROP_SPAN_M = 0.24
 """Metres of (mean) face across the crop side."""

@@ -54,17 +54,31 @@ def _sidecar(mp4: Path, csv_path: Path) -> dict[str, Any]:
     raise InputError(f"{mp4}: no sidecar JSON with a camera next to the synthetic clip")
 
 
+def read_truth(mp4: str | Path, csv_path: str | Path | None = None) -> tuple[TrackTable, Camera]:
+    """The truth table of a synthetic clip (``OUT.csv`` beside ``OUT.mp4`` unless ``csv_path``)
+    and its true camera from the sidecar."""
+    mp4 = Path(mp4)
+    csv_path = Path(csv_path) if csv_path is not None else mp4.with_suffix(".csv")
+    side = _sidecar(mp4, csv_path)
+    c = side["camera"]
+    cam = Camera(float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]),
+                 int(c["width"]), int(c["height"]))
+    return replace(read_track_csv(csv_path), camera=c), cam
+
+
+def truth_params(table: TrackTable, model: FaceModel) -> dict[str, np.ndarray]:
+    """Per-row arrays of a truth (or tracked) table: ``q (N, 4)``, ``t (N, 3)``, ``e (N, E)``,
+    ``id (N, K)``, ``frame (N,)``."""
+    return {"q": table.cols(["qw", "qx", "qy", "qz"]), "t": table.cols(["tx_m", "ty_m", "tz_m"]),
+            "e": table.cols(list(model.exp_names)),
+            "id": table.cols([f"id_{i:03d}" for i in range(model.n_identity)]),
+            "frame": table.col("frame").astype(np.int64)}
+
+
 def _verts(model: FaceModel, idx: np.ndarray, ident: np.ndarray, expr: np.ndarray) -> np.ndarray:
     v = np.asarray(model.neutral[idx], np.float64)
     return (v + np.tensordot(ident, np.asarray(model.id_basis[:, idx], np.float64), axes=1)
             + np.tensordot(expr, np.asarray(model.exp_basis[:, idx], np.float64), axes=1))
-
-
-def _params(t: TrackTable, model: FaceModel) -> dict[str, np.ndarray]:
-    return {"q": t.cols(["qw", "qx", "qy", "qz"]), "t": t.cols(["tx_m", "ty_m", "tz_m"]),
-            "e": t.cols(list(model.exp_names)),
-            "id": t.cols([f"id_{i:03d}" for i in range(model.n_identity)]),
-            "frame": t.col("frame").astype(np.int64)}
 
 
 def compare_to_truth(results: list[FrameResult], truth: TrackTable, model: FaceModel,
@@ -72,7 +86,7 @@ def compare_to_truth(results: list[FrameResult], truth: TrackTable, model: FaceM
     """Measures of the module doc for tracked ``results`` against a truth table."""
     from .camera import project, transform
 
-    gt = _params(truth, model)
+    gt = truth_params(truth, model)
     row_of = {int(f): k for k, f in enumerate(gt["frame"]) if np.isfinite(gt["q"][k]).all()}
     idx = np.arange(model.narrow_face_vertex_count)
     vm, sm, rot, tr, lm, lm_nojaw, ex_t, ex_g = [], [], [], [], [], [], [], []
@@ -142,13 +156,8 @@ def evaluate_synth(model: FaceModel, cfg: TrackConfig, workdir: Path, seeds: tup
         mp4 = workdir / f"synth_{seed}.mp4"
         try:
             made = synth(mp4, model, seconds=seconds, size=(size, size), fps=fps, seed=seed)
-            csv_path = Path(getattr(made, "csv", mp4.with_suffix(".csv")))
-            side = _sidecar(mp4, csv_path)
-            truth = replace(read_track_csv(csv_path), camera=side["camera"])
-            c = side["camera"]
-            cam = Camera(float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]),
-                         int(c["width"]), int(c["height"]))
-            tcfg = replace(cfg, focal_px=float(c["fy"]))
+            truth, cam = read_truth(mp4, getattr(made, "csv", None))
+            tcfg = replace(cfg, focal_px=cam.fy)
             _, results = track_video(str(mp4), model, tcfg, None, progress=False)
         except Exception as e:  # noqa: BLE001 - another module's output; reported, not fatal
             log.warning("synthetic clip %s failed: %s", mp4.name, e)

@@ -14,7 +14,6 @@ Per clip, every ``every``-th frame, MediaPipe (video mode) gives the landmarks a
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -155,22 +154,18 @@ def eval_rendered_clips(weights: str | Path, model: FaceModel, workdir: Path,
     """The regressor alone on clips rendered by :func:`tracker.synth.synth` (known coefficients and
     camera), through MediaPipe like a real video; measures of
     :func:`tracker.bench_synth.compare_to_truth` (rotation degrees, expression MAE, …)."""
-    from tracker.bench_quality import read_track_csv
-    from tracker.bench_synth import compare_to_truth
+    from tracker.bench_synth import compare_to_truth, read_truth
     from tracker.regressor import make_regressor
     from tracker.sources import open_source
     from tracker.synth import synth
-    from tracker.types import Camera, FaceResult, FrameResult
+    from tracker.types import FaceResult, FrameResult
 
     reg = make_regressor(weights)
     out: dict[str, object] = {}
     workdir.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         made = synth(workdir / f"synth{seed}.mp4", model, seconds=seconds, size=(size, size), seed=seed)
-        side = json.loads(Path(str(made.csv) + ".json").read_text())
-        c = side["camera"]
-        cam = Camera(float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]),
-                     int(c["width"]), int(c["height"]))
+        truth, cam = read_truth(made.video, made.csv)
         results = []
         with open_source(str(made.video)) as src, LandmarkDetector() as det:
             for frame in src:
@@ -181,7 +176,7 @@ def eval_rendered_clips(weights: str | Path, model: FaceModel, workdir: Path,
                 p = reg.predict(frame.image, faces[0], cam)
                 results.append(FrameResult(frame.index, frame.time_s,
                                            (FaceResult(0, "tracked", 1.0, p, None),)))
-        m = compare_to_truth(results, read_track_csv(made.csv), model, cam)
+        m = compare_to_truth(results, truth, model, cam)
         m.pop("expression_mae_per_weight", None)
         out[made.video.name] = m
     return out
