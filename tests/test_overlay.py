@@ -266,3 +266,137 @@ def test_unreadable_input_raises_input_error(tmp_path, model):
     with pytest.raises(InputError):
         write_overlay(str(bad), tmp_path / "o.mp4", [], model, load_track_config())
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("clip", ["d10", "d3"])  # BT.709-tagged; untagged (read as BT.601)
+def test_window_rgb_to_yuv_matches_ffmpeg(videos, clip):
+    """kernels.colour converts like swscale in the output's matrix (the overlay's drawn window
+    must meet the untouched input samples around it without a seam)."""
+    from kernels.colour import rgb_to_i420, yuv_coefficients
+    from tracker.sources import open_source
+    from tracker.videoout import _SWS_CS, I420, probe_timing
+
+    cs = _SWS_CS.get(probe_timing(str(videos[clip])).colorspace, 5)
+    with open_source(str(videos[clip])) as src:
+        rgb = next(iter(src)).image
+    ref = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace=cs, dst_color_range=1, interpolation="AREA")
+    want = I420(ref.to_ndarray()).planes()
+    got = I420(np.zeros((rgb.shape[0] * 3 // 2, rgb.shape[1]), np.uint8))
+    rgb_to_i420(rgb, yuv_coefficients(cs, False), *got.planes())
+    for a, b, name in zip(got.planes(), want, "YUV"):
+        d = np.abs(a.astype(int) - b)
+        assert d.mean() < 0.6 and np.quantile(d, 0.999) <= 2, (name, d.mean(), d.max())
+
+
+def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, model):
+    """With the decoder's planes the overlay sends the encoder the input's own samples: bit-exact
+    outside the drawn window, the face drawn inside it."""
+    from tracker.overlay import FaceDrawer, _DrawStage, faces_of
+    from tracker.pipeline import make_camera
+    from tracker.sources import open_source
+    from tracker.videoout import I420, H264Writer, probe_timing
+
+    cfg, results = tracked
+
+    class Capture:
+        def __init__(self):
+            self.items = []
+
+        def put(self, item, pts):
+            self.items.append(item)
+
+    with open_source(str(talking)) as src:
+        src.keep_yuv = True
+        frames = [f for f, _ in zip(src, range(6))]
+        info = src.info
+    assert all(f.yuv is not None for f in frames)
+    cam = make_camera(info, cfg)
+    writer = H264Writer(Path(talking).with_name("unused.mp4"), info.width, info.height,
+                        probe_timing(str(talking)))
+    try:
+        cap = Capture()
+        stage = _DrawStage(FaceDrawer(model, cam), cap, writer)
+        assert stage.i420
+        for f in frames:
+            stage.write((f.image, f.yuv, faces_of(results[f.index])), f.index)
+    finally:
+        writer.abort()
+    drawer = FaceDrawer(model, cam)
+    for f, out in zip(frames, cap.items):
+        assert isinstance(out, I420) and out.data is not f.yuv
+        (x0, y0, x1, y1), _ = drawer.draw_window(f.image, faces_of(results[f.index]))
+        y, u, v = out.planes()
+        y_in, u_in, v_in = I420(f.yuv).planes()
+        outside = np.ones(y.shape, bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.array_equal(y[outside], y_in[outside])
+        c_out = np.ones(u.shape, bool)
+        c_out[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = False
+        assert np.array_equal(u[c_out], u_in[c_out]) and np.array_equal(v[c_out], v_in[c_out])
+        changed = np.abs(y[y0:y1, x0:x1].astype(int) - y_in[y0:y1, x0:x1]) > 12
+        assert changed.mean() > 0.2  # the face is drawn in the window
+    # a frame without faces goes through untouched (the same array, no copy)
+    stage.write((frames[0].image, frames[0].yuv, []), 0)
+    assert cap.items[-1].data is frames[0].yuv
+
+
+def test_premultiplied_blend_matches_the_opencv_composite(media_dir):
+    """The overlay's one-pass blend (kernels.colour) against scene.composite (OpenCV), on a
+    real photo with a random premultiplied layer: within one level; uncovered pixels exact."""
+    import cv2
+
+    from kernels.colour import blend_premultiplied
+    from tracker.scene import Layer, composite
+
+    path = next(p for p in sorted(media_dir.rglob("*.jpg")))
+    img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)[:120, :160].copy()
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-0.2, 1.2, (100, 140)).astype(np.float32)
+    a[:30] = 0.0
+    rgb = rng.uniform(0, 1, (100, 140, 3)).astype(np.float32)
+    rgba = np.dstack([rgb * np.clip(a, 0, 1)[..., None], a]).astype(np.float32)
+    ref, got = img.copy(), img.copy()
+    composite(ref, Layer(10, 15, rgba, np.zeros((100, 140), np.float32)), 0.8)
+    blend_premultiplied(got[15:115, 10:150], rgba, 0.8)
+    d = np.abs(ref.astype(int) - got)
+    assert d.max() <= 1 and np.array_equal(got[15:45, 10:150], img[15:45, 10:150])
+    assert np.array_equal(got[:15], img[:15]) and d.mean() < 0.15  # OpenCV rounds twice
+
+
+def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, tracked, model):
+    """draw_i420 (the layer blended straight into the decoder's planes) against the RGB path
+    (layer blended into an RGB window, converted): the same picture within rounding where the
+    face is, the input's samples bit for bit elsewhere."""
+    from kernels.colour import rgb_to_i420, yuv_coefficients
+    from tracker.overlay import VIDEO_LOWPOLY, VIDEO_STYLE_SCALE, FaceDrawer, OverlayStyle, faces_of
+    from tracker.pipeline import make_camera
+    from tracker.sources import open_source
+    from tracker.videoout import I420
+
+    cfg, results = tracked
+    with open_source(str(talking)) as src:
+        src.keep_yuv = True
+        frames = [f for f, _ in zip(src, range(4))]
+        cam = make_camera(src.info, cfg)
+    d = FaceDrawer(model, cam, "shaded", OverlayStyle(render_scale=VIDEO_STYLE_SCALE,
+                                                      lowpoly=VIDEO_LOWPOLY))
+    coeffs = yuv_coefficients(1, False)  # d10 is BT.709
+    for f in frames:
+        faces = faces_of(results[f.index])
+        fused = I420(f.yuv.copy())
+        assert d.draw_i420(f.image, faces, fused.planes(), coeffs)
+        (x0, y0, x1, y1), patch = d.draw_window(f.image, faces)
+        ref = I420(f.yuv.copy())
+        y, u, v = ref.planes()
+        rgb_to_i420(patch, coeffs, y[y0:y1, x0:x1], u[y0 // 2:y1 // 2, x0 // 2:x1 // 2],
+                    v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
+        yf, yr, y_in = fused.planes()[0], ref.planes()[0], I420(f.yuv).planes()[0]
+        drawn = yf != y_in
+        assert drawn.mean() > 0.05  # the face is there
+        assert np.abs(yf[drawn].astype(int) - yr[drawn]).mean() < 1.5
+        outside = np.ones(yf.shape, bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.array_equal(yf[outside], y_in[outside])
+        for a, b in zip(fused.planes()[1:], ref.planes()[1:]):
+            assert np.abs(a.astype(int) - b).mean() < 0.5

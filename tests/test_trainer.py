@@ -188,3 +188,41 @@ def test_synthetic_samples_are_consistent(model):
         err = np.linalg.norm(uv - s["lmk"][i, :468, :2], axis=1) / iod
         assert np.median(err) < 0.015
         assert 0.2 < s["mask"][i].mean() < 0.9
+
+
+def test_rendered_clips_are_labelled_with_their_known_coefficients(model, tmp_path):
+    """A clip rendered from the model (render_clips) is prepared through MediaPipe like a video
+    but labelled with its truth, in the crop camera built from the true camera: the labels drawn
+    in the crop land on MediaPipe's points, and match the truth table exactly."""
+    from tracker.bench_synth import read_truth, truth_params
+    from tracker.correspondence import load_correspondence
+    from tracker.facemodel import vertices
+    from tracker.rotation import quat_to_matrix
+    from trainer.data import PrepareConfig, known_coefficients, prepare_source, render_clips
+
+    (clip,) = render_clips(tmp_path / "renders", [7], seconds=1.0, size=320)
+    assert render_clips(tmp_path / "renders", [7], seconds=1.0, size=320) == [clip]  # kept
+    cam, rows = known_coefficients(clip, model)
+    assert len(rows) == 30 and cam.width == 320
+    d = prepare_source(clip, model, PrepareConfig(size=128, every=2))
+    n = len(d["image"])
+    assert n >= 12 and np.all(d["fit_rms"] == 0)
+    table, _ = read_truth(clip)
+    gt = truth_params(table, model)
+    for i, f in enumerate(d["frame"]):
+        k = int(np.flatnonzero(gt["frame"] == f)[0])
+        assert np.allclose(d["expr"][i], gt["e"][k], atol=1e-6)
+        assert np.allclose(d["ident"][i], gt["id"][k], atol=1e-6)
+        # rotation in the crop camera = roll of the crop x true rotation: same angle about z only
+        r_true = quat_to_matrix(gt["q"][k])
+        rz = d["rot"][i] @ r_true.T
+        assert np.allclose(rz[2], [0, 0, 1], atol=1e-5)
+    corr = load_correspondence()
+    errs = []
+    for i in range(n):
+        x = corr.points(vertices(model, d["ident"][i], d["expr"][i])) @ d["rot"][i].T + d["trans"][i]
+        f, px, py = d["cam"][i]
+        uv = np.stack([px + f * x[:, 0] / -x[:, 2], py - f * x[:, 1] / -x[:, 2]], 1)
+        iod = np.linalg.norm(d["lmk"][i, 263, :2] - d["lmk"][i, 33, :2])
+        errs.append(np.median(np.linalg.norm(uv - d["lmk"][i, :468, :2], axis=1)) / iod)
+    assert np.median(errs) < 0.03

@@ -3,11 +3,14 @@
 For one input: the *floor* (PyAV decode in a background thread + MediaPipe FaceMesh in video mode
 on every frame, nothing else), ``face3d track`` writing the CSV (:func:`tracker.track.track_video`)
 and ``face3d track --overlay`` (the same pass also drawing and encoding the H.264 overlay with its
-audio; :class:`tracker.overlay.OverlayStream`). The floor is timed before and after and averaged,
-so drifting load affects both sides. Reported: wall and process-CPU milliseconds per frame, frame
-rates, ``whole_vs_floor`` = (frames / wall time of ``track --overlay``) / floor frame rate — the
-issue's "≥ 0.5 × the floor, encoding included" — and the overlay's added cost (``overlay_ms`` =
-``track --overlay`` − ``track``).
+audio; :class:`tracker.overlay.OverlayStream`). Each of the three is warmed up once on the first
+30 frames (MediaPipe's graph, the regressor's session, numba's caches, the overlay's low-poly mesh:
+one-time costs of a process, not of a frame), then ``rounds`` rounds run floor, track, overlay,
+floor back to back; the floor is the mean of the two around them, so drifting load affects both
+sides. Reported per clip, medians over the rounds: wall and process-CPU milliseconds per frame,
+frame rates, ``whole_vs_floor`` = (frames / wall time of ``track --overlay``) / floor frame rate
+— the issue's "≥ 0.5 × the floor, encoding included" — with each round's value, and the
+overlay's added cost (``overlay_ms`` = ``track --overlay`` − ``track``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class OverlayBench:
     whole_ms: float
     whole_cpu_ms: float
     overlay_bytes: int
+    rounds: tuple[float, ...] = ()
+    """``whole_vs_floor`` of each round."""
 
     @property
     def overlay_ms(self) -> float:
@@ -58,6 +63,10 @@ class OverlayBench:
 
     @property
     def whole_vs_floor(self) -> float:
+        """Median over the rounds of each round's ratio (from the medians without rounds)."""
+        if self.rounds:
+            return float(sorted(self.rounds)[len(self.rounds) // 2]) if len(self.rounds) % 2 \
+                else float(sum(sorted(self.rounds)[len(self.rounds) // 2 - 1:][:2]) / 2)
         return self.whole_fps / self.floor_fps
 
     @property
@@ -71,8 +80,9 @@ def _timed(fn: Callable[[], T]) -> tuple[T, float, float]:
     return r, time.perf_counter() - t, time.process_time() - c
 
 
-def floor_pass(input_spec: str) -> int:
-    """Decode (background thread) + MediaPipe on every frame; returns the frame count."""
+def floor_pass(input_spec: str, max_frames: int | None = None) -> int:
+    """Decode (background thread) + MediaPipe on every frame (or the first ``max_frames``);
+    returns the frame count."""
     from .landmarks import LandmarkDetector
     from .sources import open_source
     from .track import prefetch
@@ -82,33 +92,50 @@ def floor_pass(input_spec: str) -> int:
         for f in prefetch(src):
             det.detect(f.image, f.time_s, src.info.sar)
             n += 1
+            if max_frames is not None and n >= max_frames:
+                break
     return n
+
+
+WARMUP_FRAMES = 30
 
 
 def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str = "shaded",
                   preset: str | None = None, crf: int | None = None,
-                  out_dir: str | None = None) -> OverlayBench:
+                  out_dir: str | None = None, rounds: int = 3) -> OverlayBench:
     """Time floor, track and overlay on ``input_spec`` (see the module docstring)."""
+    import numpy as np
+
     from .overlay import DEFAULT_CRF, DEFAULT_PRESET
     from .track import TrackOutputs, track_video
 
     preset = preset or DEFAULT_PRESET
     crf = DEFAULT_CRF if crf is None else crf
-    floor_pass(input_spec)  # warm-up: MediaPipe graph, JIT caches
-    n, fw1, fc1 = _timed(lambda: floor_pass(input_spec))
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         csv_path, out = Path(tmp) / "t.csv", Path(tmp) / "overlay.mp4"
-        _, tw, tc = _timed(lambda: track_video(input_spec, model, cfg, TrackOutputs(csv_path),
-                                               progress=False))
-        _, ww, wc = _timed(lambda: track_video(
-            input_spec, model, cfg, TrackOutputs(csv_path, overlay=out, overlay_mode=mode),
-            progress=False))
+
+        def track(overlay: bool, max_frames: int | None = None) -> object:
+            outs = TrackOutputs(csv_path, overlay=out if overlay else None, overlay_mode=mode)
+            return track_video(input_spec, model, cfg, outs, progress=False,
+                               max_frames=max_frames)
+
+        floor_pass(input_spec, WARMUP_FRAMES)
+        track(False, WARMUP_FRAMES)
+        track(True, WARMUP_FRAMES)
+        runs = []
+        for _ in range(max(1, rounds)):
+            n, fw1, fc1 = _timed(lambda: floor_pass(input_spec))
+            _, tw, tc = _timed(lambda: track(False))
+            _, ww, wc = _timed(lambda: track(True))
+            _, fw2, fc2 = _timed(lambda: floor_pass(input_spec))
+            runs.append(((fw1 + fw2) / 2, (fc1 + fc2) / 2, tw, tc, ww, wc))
         size = out.stat().st_size
-    _, fw2, fc2 = _timed(lambda: floor_pass(input_spec))
     ms = 1e3 / max(n, 1)
+    r = np.array(runs) * ms
+    per_round = tuple(float(x) for x in r[:, 0] / r[:, 4])
+    med = np.median(r, axis=0)
     return OverlayBench(str(input_spec), n, mode, preset, crf, float(os.getloadavg()[0]),
-                        (fw1 + fw2) / 2 * ms, (fc1 + fc2) / 2 * ms, tw * ms, tc * ms, ww * ms,
-                        wc * ms, size)
+                        *map(float, med), size, per_round)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -120,6 +147,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--mode", choices=("shaded", "wire", "points"), default="shaded")
     p.add_argument("--preset", default=None, help="libx264 preset (default: the overlay's)")
     p.add_argument("--crf", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per clip (medians)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
     return p
@@ -132,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     model, cfg = load_face_model(args.model), load_track_config()
     rows = []
     for inp in args.input:
-        r = bench_overlay(inp, model, cfg, args.mode, args.preset, args.crf)
+        r = bench_overlay(inp, model, cfg, args.mode, args.preset, args.crf, rounds=args.rounds)
         rows.append({**asdict(r), "whole_vs_floor": r.whole_vs_floor,
                      "track_vs_floor": r.track_vs_floor, "overlay_ms": r.overlay_ms})
         print(f"{Path(inp).name}: {r.frames} frames, {r.mode}, x264 {r.preset} crf {r.crf}, "
@@ -143,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  floor {r.floor_fps:.0f} fps; track {r.track_vs_floor:.2f} x floor; track --overlay "
               f"{r.whole_fps:.0f} fps = {r.whole_vs_floor:.2f} x floor (overlay adds "
               f"{r.overlay_ms:.2f} ms/frame); {r.overlay_bytes / max(r.frames, 1) / 1024:.1f} KB/frame")
+        print("  track --overlay / floor per round: " + " ".join(f"{x:.2f}" for x in r.rounds)
+              + " (the ratio above is their median; times are medians per column)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -242,6 +242,7 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
         overlay = None
         if out is not None and out.overlay is not None and not static:
             from .overlay import OverlayStream
+            src.keep_yuv = True  # the overlay re-encodes the decoder's own planes
             overlay = OverlayStream(input_spec, out.overlay, model, cam, info.fps, info.sar,
                                     src.path if info.has_audio else None, out.overlay_mode)
     except BaseException:
@@ -261,7 +262,7 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
         for frame, faces in stream:
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
             if overlay is not None:
-                overlay.add(frame.image, frame.time_s, fr)
+                overlay.add(frame.image, frame.time_s, fr, frame.yuv)
             # keep memory flat: landmarks are not needed after fitting
             fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
             pos[fr.index] = len(results)

@@ -47,11 +47,15 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: ``image`` is ``(H, W, 3) uint8`` RGB, ``time_s`` its PTS in seconds."""
+    """One decoded frame: ``image`` is ``(H, W, 3) uint8`` RGB, ``time_s`` its PTS in seconds;
+    ``yuv``: the decoder's own 4:2:0 planes (``(H * 3 // 2, W) uint8``, PyAV's ``yuv420p``
+    layout) when the source was asked to keep them and the frame has them (see
+    :attr:`tracker.sources.Source.keep_yuv`), else ``None``."""
 
     index: int
     time_s: float
     image: np.ndarray
+    yuv: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,143 @@
+"""RGB → planar YUV 4:2:0 for a window of a frame (the overlay's drawn patch), nogil.
+
+The overlay hands the encoder the decoder's own YUV planes and converts only the drawn window
+back (:mod:`tracker.overlay`); a full-frame RGB → YUV through swscale was ~0.5 ms of a 512x512
+frame, this window ~0.05 ms. Chroma is the mean of each 2x2 block (the RGB means converted, which
+is the same thing: the transform is linear).
+
+``coeffs (3, 4) float32``: rows Y, Cb, Cr; columns R, G, B weights and the offset, for RGB in
+0–255 — build it with :func:`yuv_coefficients`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_KR_KB = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 7: (0.212, 0.087),
+          9: (0.2627, 0.0593)}
+"""swscale colourspace id (SWS_CS_*: ITU709, FCC, ITU601, SMPTE240M, BT2020) → (Kr, Kb)."""
+
+
+def yuv_coefficients(sws_colorspace: int, full_range: bool) -> np.ndarray:
+    """Rows Y, Cb, Cr of ``[wR, wG, wB, offset]`` for RGB 0–255 (limited range: Y 16–235,
+    chroma 16–240; full range: 0–255). Unknown colourspaces get BT.601."""
+    kr, kb = _KR_KB.get(int(sws_colorspace), _KR_KB[5])
+    kg = 1.0 - kr - kb
+    y = np.array([kr, kg, kb]) / 255.0
+    cb = (np.array([0.0, 0.0, 1.0]) / 255.0 - y) / (2.0 * (1.0 - kb))
+    cr = (np.array([1.0, 0.0, 0.0]) / 255.0 - y) / (2.0 * (1.0 - kr))
+    ys, cs, y0 = (255.0, 255.0, 0.0) if full_range else (219.0, 224.0, 16.0)
+    return np.array([[*(y * ys), y0], [*(cb * cs), 128.0], [*(cr * cs), 128.0]], np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def rgb_to_i420(rgb: np.ndarray, coeffs: np.ndarray, y: np.ndarray, u: np.ndarray,
+                v: np.ndarray) -> None:
+    """Write ``rgb (h, w, 3) uint8`` (``h``, ``w`` even) into ``y (h, w)``, ``u``/``v``
+    ``(h/2, w/2)`` uint8 views (e.g. windows of a frame's planes)."""
+    h2, w2 = rgb.shape[0] // 2, rgb.shape[1] // 2
+    for i in range(h2):
+        for j in range(w2):
+            sr = 0.0
+            sg = 0.0
+            sb = 0.0
+            for di in range(2):
+                for dj in range(2):
+                    r = np.float32(rgb[2 * i + di, 2 * j + dj, 0])
+                    g = np.float32(rgb[2 * i + di, 2 * j + dj, 1])
+                    b = np.float32(rgb[2 * i + di, 2 * j + dj, 2])
+                    yy = coeffs[0, 0] * r + coeffs[0, 1] * g + coeffs[0, 2] * b + coeffs[0, 3]
+                    y[2 * i + di, 2 * j + dj] = np.uint8(min(max(yy + 0.5, 0.0), 255.0))
+                    sr += r
+                    sg += g
+                    sb += b
+            sr *= 0.25
+            sg *= 0.25
+            sb *= 0.25
+            cb = coeffs[1, 0] * sr + coeffs[1, 1] * sg + coeffs[1, 2] * sb + coeffs[1, 3]
+            cr = coeffs[2, 0] * sr + coeffs[2, 1] * sg + coeffs[2, 2] * sb + coeffs[2, 3]
+            u[i, j] = np.uint8(min(max(cb + 0.5, 0.0), 255.0))
+            v[i, j] = np.uint8(min(max(cr + 0.5, 0.0), 255.0))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def blend_premultiplied(image: np.ndarray, rgba: np.ndarray, opacity: float) -> None:
+    """``image (h, w, 3) uint8`` ← ``image · (1 − o·a) + o · rgb · 255`` in place, for a layer
+    ``rgba (h, w, 4)`` float32 with colour premultiplied by its coverage ``a`` (clipped to
+    [0, 1]); pixels with no coverage keep their exact value (``x · 1 + 0``, rounded). One pass,
+    no temporaries (the OpenCV chain of :func:`tracker.scene.composite` makes four): 0.25 against
+    0.42 ms for a 250x300 window (loaded machine)."""
+    o = np.float32(opacity)
+    for i in range(image.shape[0]):
+        row = image[i]
+        src = rgba[i]
+        for j in range(image.shape[1]):
+            a = min(max(src[j, 3], np.float32(0.0)), np.float32(1.0)) * o
+            k = np.float32(1.0) - a
+            s = o * np.float32(255.0) if a > 0 else np.float32(0.0)
+            for c in range(3):
+                x = (np.float32(row[j, c]) * k
+                     + s * min(max(src[j, c], np.float32(0.0)), np.float32(1.0)) + np.float32(0.5))
+                row[j, c] = np.uint8(min(x, np.float32(255.0)))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def blend_layer_i420(rgba: np.ndarray, x0: int, y0: int, opacity: float, coeffs: np.ndarray,
+                     y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
+    """Blend a premultiplied layer straight into 4:2:0 planes, in YUV, in one pass.
+
+    ``rgba (h, w, 4)`` float32 covers image pixels ``[y0, y0 + h) x [x0, x0 + w)``. Blending is
+    linear, so with ``YUV = M · RGB + off`` the blend ``RGB · (1 − A) + C`` (``A = o · a``,
+    ``C = o · 255 · rgb`` for opacity ``o``) is, per plane sample,
+    ``s · (1 − A) + A · off + M · C``: no RGB frame is read or converted. ``Y`` uses each
+    pixel's ``A`` and ``C``; ``U``/``V`` the means over their 2x2 block (pixels outside the
+    layer count as uncovered), i.e. the chroma of the blended block's mean colour. Samples with
+    no coverage keep their value bit for bit. 0.3 ms for a 300x380 layer (the RGB path —
+    blend an RGB window, convert it — 0.6 ms)."""
+    o = np.float32(opacity)
+    zero, one = np.float32(0.0), np.float32(1.0)
+    s255 = o * np.float32(255.0)
+    h, w = rgba.shape[0], rgba.shape[1]
+    hh, ww = y.shape[0], y.shape[1]
+    for bi in range(max(y0, 0) // 2, min(y0 + h + 1, hh) // 2):
+        for bj in range(max(x0, 0) // 2, min(x0 + w + 1, ww) // 2):
+            sa = zero
+            sr = zero
+            sg = zero
+            sb = zero
+            for di in range(2):
+                py = 2 * bi + di
+                ly = py - y0
+                if ly < 0 or ly >= h:
+                    continue
+                for dj in range(2):
+                    px = 2 * bj + dj
+                    lx = px - x0
+                    if lx < 0 or lx >= w:
+                        continue
+                    a = min(max(rgba[ly, lx, 3], zero), one) * o
+                    if a <= 0.0:
+                        continue
+                    r = s255 * min(max(rgba[ly, lx, 0], zero), one)
+                    g = s255 * min(max(rgba[ly, lx, 1], zero), one)
+                    b = s255 * min(max(rgba[ly, lx, 2], zero), one)
+                    yy = (np.float32(y[py, px]) * (one - a) + a * coeffs[0, 3]
+                          + coeffs[0, 0] * r + coeffs[0, 1] * g + coeffs[0, 2] * b)
+                    y[py, px] = np.uint8(min(max(yy + np.float32(0.5), zero), np.float32(255.0)))
+                    sa += a
+                    sr += r
+                    sg += g
+                    sb += b
+            if sa > 0.0:
+                q = np.float32(0.25)
+                sa *= q
+                sr *= q
+                sg *= q
+                sb *= q
+                cb = (np.float32(u[bi, bj]) * (one - sa) + sa * coeffs[1, 3]
+                      + coeffs[1, 0] * sr + coeffs[1, 1] * sg + coeffs[1, 2] * sb)
+                cr = (np.float32(v[bi, bj]) * (one - sa) + sa * coeffs[2, 3]
+                      + coeffs[2, 0] * sr + coeffs[2, 1] * sg + coeffs[2, 2] * sb)
+                u[bi, bj] = np.uint8(min(max(cb + np.float32(0.5), zero), np.float32(255.0)))
+                v[bi, bj] = np.uint8(min(max(cr + np.float32(0.5), zero), np.float32(255.0)))
