@@ -26,7 +26,10 @@ class DataConfig:
     :class:`trainer.data.PrepareConfig`. ``augment_px``/``augment_scale``/``augment_deg``: random
     similarity jitter of the crops (shift in pixels, relative scale, rotation in degrees);
     ``synth_frac``: fraction of each batch replaced by synthetic samples with known coefficients
-    (:mod:`trainer.synthetic`)."""
+    (:mod:`trainer.synthetic`). ``renders``: this many clips rendered from the model
+    (``face3d synth``, seeds ``render_seed`` …, ``render_seconds`` long, ``render_size`` square)
+    are prepared like videos, labelled with their known coefficients instead of fits
+    (:func:`trainer.data.render_clips`)."""
 
     sources: tuple[str, ...] = ()
     cache: str = ""
@@ -38,6 +41,10 @@ class DataConfig:
     augment_scale: float = 0.05
     augment_deg: float = 5.0
     synth_frac: float = 0.0
+    renders: int = 0
+    render_seed: int = 100
+    render_seconds: float = 2.0
+    render_size: int = 512
 
 
 @dataclass(frozen=True)

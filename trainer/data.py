@@ -24,6 +24,14 @@ source). A source with no face gets ``n = 0`` and no shard.
 Pseudo-labels come from :class:`tracker.pipeline.FaceTracker` run over *every* frame (so its
 tracking and identity estimate work as in ``face3d track``), with identity revisions applied; only
 every ``every``-th frame (up to ``max_frames`` per source) is stored.
+
+Clips rendered from the model (``face3d synth``: a truth CSV and sidecar with
+``"synthetic": {"ground_truth": true}`` beside the video) are prepared the same way — MediaPipe's
+landmarks, crops, masks — but labelled with their *known* coefficients in the true camera
+(``fit_rms = 0``). :func:`render_clips` makes them. Unlike :mod:`trainer.synthetic`'s on-the-fly
+samples their landmarks are MediaPipe's own (with its depth and its way of placing points on a
+rendered face), so they can teach geometry: pose, expression and identity of people the shared
+media do not show.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,12 +194,16 @@ def prepare_source(src: Path, model: FaceModel, cfg: PrepareConfig) -> dict[str,
     from tracker.sources import open_source
 
     s = cfg.size
+    truth = known_coefficients(src, model)
     with open_source(str(src)) as source:
         info = source.info
         image_mode = info.kind == "image"
         tcfg = TrackConfig(max_faces=cfg.max_faces if image_mode else 1, fov_deg=cfg.fov_deg,
                            smooth="none")
         cam = camera_from_fov(info.width, info.height, cfg.fov_deg, info.sar)
+        if truth is not None:
+            cam, truth_rows = truth
+            tcfg = TrackConfig(max_faces=1, focal_px=cam.fy, smooth="none")
         tracker = FaceTracker(model, cam, tcfg, sar=info.sar, static_images=image_mode)
         samples: dict[tuple[int, int], dict] = {}
         params: dict[tuple[int, int], object] = {}
@@ -204,7 +216,7 @@ def prepare_source(src: Path, model: FaceModel, cfg: PrepareConfig) -> dict[str,
                     break  # identity revisions have landed
                 res = tracker.step(frame)
                 for idx_rev, rev in tracker.pop_revisions():
-                    if (idx_rev, rev.face_id) in params:
+                    if truth is None and (idx_rev, rev.face_id) in params:  # truth stays
                         params[(idx_rev, rev.face_id)] = (rev.params, rev.fit_error)
                 if full or frame.index % cfg.every != 0:
                     continue
@@ -221,6 +233,11 @@ def prepare_source(src: Path, model: FaceModel, cfg: PrepareConfig) -> dict[str,
                         "cam": np.array([ccam.fx, ccam.cx, ccam.cy], np.float32), "affine": a,
                         "time": frame.time_s}
                     params[(frame.index, f.face_id)] = (f.params, f.fit_error)
+                    if truth is not None:
+                        if frame.index not in truth_rows:
+                            del samples[(frame.index, f.face_id)]
+                            continue
+                        params[(frame.index, f.face_id)] = (truth_rows[frame.index], 0.0)
                     any_face = True
                 stored_frames += int(any_face)
         finally:
@@ -246,6 +263,47 @@ def prepare_source(src: Path, model: FaceModel, cfg: PrepareConfig) -> dict[str,
              "affine": np.float64, "rot": np.float32, "trans": np.float32, "expr": np.float32,
              "ident": np.float32, "fit_rms": np.float32, "frame": np.int64, "time": np.float64}
     return {k: np.stack(v).astype(types[k]) for k, v in out.items()}
+
+
+def known_coefficients(src: Path, model: FaceModel) -> tuple[object, dict[int, object]] | None:
+    """``(true camera, {frame: FaceParams})`` when ``src`` is a clip rendered with known
+    coefficients (module doc), else ``None``."""
+    side = src.with_suffix(".csv.json")
+    if src.suffix.lower() not in VIDEO_EXT or not side.is_file():
+        return None
+    try:
+        if not json.loads(side.read_text()).get("synthetic", {}).get("ground_truth"):
+            return None
+    except (OSError, json.JSONDecodeError):
+        return None
+    from tracker.bench_synth import read_truth, truth_params
+    from tracker.types import FaceParams
+
+    table, cam = read_truth(src)
+    gt = truth_params(table, model)
+    rows = {int(f): FaceParams(gt["q"][k], gt["t"][k], gt["e"][k].astype(np.float32),
+                               gt["id"][k].astype(np.float32))
+            for k, f in enumerate(gt["frame"]) if np.isfinite(gt["q"][k]).all()}
+    return cam, rows
+
+
+def render_clips(folder: Path, seeds: Iterable[int], seconds: float = 2.0,
+                 size: int = 512) -> list[Path]:
+    """Clips rendered from the model with known coefficients (:func:`tracker.synth.synth`), one
+    per seed, in ``folder``; a clip whose video and truth are already there is kept (resumable)."""
+    from tracker.facemodel import load_face_model
+    from tracker.synth import synth, truth_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = None
+    out = []
+    for seed in seeds:
+        mp4 = folder / f"render_{seed}.mp4"
+        if not (mp4.is_file() and all(p.is_file() for p in truth_paths(mp4))):
+            model = model or load_face_model()
+            synth(mp4, model, seconds=seconds, size=(size, size), seed=seed)
+        out.append(mp4)
+    return out
 
 
 def load_cache(cache: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()

@@ -133,11 +133,17 @@ KEYS = ("image", "lmk", "mask", "cam", "rot", "trans", "expr", "ident", "fit_rms
 def load_data(cfg: TrainConfig, out: Path, d: Dist, say: Callable[[str], None]):
     from tracker.facemodel import load_face_model
 
-    from .data import PrepareConfig, find_sources, load_cache, prepare
+    from .data import PrepareConfig, find_sources, load_cache, prepare, render_clips
 
     cache = Path(cfg.data.cache) if cfg.data.cache else out / "cache"
-    if cfg.data.sources and d.main:
-        srcs = find_sources(expand_sources(cfg.data.sources))
+    if (cfg.data.sources or cfg.data.renders) and d.main:
+        srcs = find_sources(expand_sources(cfg.data.sources)) if cfg.data.sources else []
+        if cfg.data.renders:
+            t0 = time.perf_counter()
+            seeds = range(cfg.data.render_seed, cfg.data.render_seed + cfg.data.renders)
+            srcs += render_clips(cache / "renders", seeds, cfg.data.render_seconds,
+                                 cfg.data.render_size)
+            say(f"renders: {cfg.data.renders} clips, {time.perf_counter() - t0:.1f} s")
         pcfg = PrepareConfig(size=cfg.size, every=cfg.data.every, max_frames=cfg.data.max_frames,
                              max_faces=cfg.data.max_faces)
         t0 = time.perf_counter()
