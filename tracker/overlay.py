@@ -237,7 +237,7 @@ class FaceDrawer:
             return
         ids, bary, edges, contour = self._wire
         pts = np.einsum("pkc,pk->pc", x_cam[ids], bary)
-        vis = visible_points(cam, self.mesh, x_cam, pts)
+        vis = visible_points(cam, self.mesh, x_cam, pts, scale=min(1.0, self.style.render_scale))
         uv = project_points(cam, pts)
         keep = vis[edges[:, 0]] & vis[edges[:, 1]]
         iod = float(np.ptp(uv[:, 0])) / 2.0 if len(uv) else 0.0
