@@ -311,6 +311,7 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
         frames = [f for f, _ in zip(src, range(6))]
         info = src.info
     assert all(f.yuv is not None for f in frames)
+    yuv0 = frames[0].yuv.copy()
     cam = make_camera(info, cfg)
     writer = H264Writer(Path(talking).with_name("unused.mp4"), info.width, info.height,
                         probe_timing(str(talking)))
@@ -319,12 +320,12 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
         stage = _DrawStage(FaceDrawer(model, cam), cap, writer)
         assert stage.i420
         for f in frames:
-            stage.write((f.image, f.yuv, faces_of(results[f.index])), f.index)
+            stage.write((f.image, f.yuv.copy(), faces_of(results[f.index])), f.index)
     finally:
         writer.abort()
     drawer = FaceDrawer(model, cam)
     for f, out in zip(frames, cap.items):
-        assert isinstance(out, I420) and out.data is not f.yuv
+        assert isinstance(out, I420)
         (x0, y0, x1, y1), _ = drawer.draw_window(f.image, faces_of(results[f.index]))
         y, u, v = out.planes()
         y_in, u_in, v_in = I420(f.yuv).planes()
@@ -338,7 +339,7 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
         assert changed.mean() > 0.2  # the face is drawn in the window
     # a frame without faces goes through untouched (the same array, no copy)
     stage.write((frames[0].image, frames[0].yuv, []), 0)
-    assert cap.items[-1].data is frames[0].yuv
+    assert cap.items[-1].data is frames[0].yuv and np.array_equal(cap.items[-1].data, yuv0)
 
 
 def test_premultiplied_blend_matches_the_opencv_composite(media_dir):
@@ -369,7 +370,7 @@ def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, track
     (layer blended into an RGB window, converted): the same picture within rounding where the
     face is, the input's samples bit for bit elsewhere."""
     from kernels.colour import rgb_to_i420, yuv_coefficients
-    from tracker.overlay import VIDEO_LOWPOLY, VIDEO_STYLE_SCALE, FaceDrawer, OverlayStyle, faces_of
+    from tracker.overlay import VIDEO_STYLE, FaceDrawer, faces_of
     from tracker.pipeline import make_camera
     from tracker.sources import open_source
     from tracker.videoout import I420
@@ -379,8 +380,7 @@ def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, track
         src.keep_yuv = True
         frames = [f for f, _ in zip(src, range(4))]
         cam = make_camera(src.info, cfg)
-    d = FaceDrawer(model, cam, "shaded", OverlayStyle(render_scale=VIDEO_STYLE_SCALE,
-                                                      lowpoly=VIDEO_LOWPOLY))
+    d = FaceDrawer(model, cam, "shaded", VIDEO_STYLE)
     coeffs = yuv_coefficients(1, False)  # d10 is BT.709
     for f in frames:
         faces = faces_of(results[f.index])

@@ -70,7 +70,11 @@ Mode = Literal["shaded", "wire", "points"]
 MODES: tuple[str, ...] = ("shaded", "wire", "points")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 OVERLAY_PARTS = ("face", "eyeball_left", "eyeball_right")
-DEFAULT_CRF = 20
+DEFAULT_CRF = 23
+"""libx264 CRF of overlay videos: x264's own default quality. Measured with ultrafast, one thread
+(x264 alone, CPU per frame / size): 720x1280 (d13) CRF 20 4.20 ms / 20.1 KB, 23 3.45 ms / 13.0 KB,
+26 2.82 ms / 8.0 KB; 512x512 (WDA) 1.30 / 1.19 / 1.06 ms. At 720p the encoder is the largest
+part of the overlay's cost."""
 DEFAULT_PRESET = "ultrafast"
 """libx264 preset. Measured re-encoding d10 (512x512, CRF 20, 2 loaded cores): ultrafast 6.7 KB
 per frame, superfast 3.8, veryfast 2.4, for 3.5 / 4.6 / 6.2 ms of CPU per frame (RGB→YUV and
@@ -83,6 +87,9 @@ VIDEO_STYLE_SCALE = 0.5
 """Video overlays render the face layer at half resolution and resize it up: 3.4 ms instead of
 8.3 ms (antialiased) per 512x512 frame, visually the same at video size. Stills (``face3d
 render``) keep full resolution with antialiasing."""
+VIDEO_MAX_LAYER_PX = 200
+"""Video overlays render the face layer at most this many pixels tall or wide (then resize it
+up): a face filling a 720x1280 frame (d13, ~500 px) rendered at half size cost 2.4 ms a frame."""
 WIRE_RGB = (90, 235, 255)
 WIRE_DENSE_MIN_PX = 70.0
 """Below this half-width of the face (pixels) the wireframe shows contours only."""
@@ -100,6 +107,7 @@ LIGHT_DIR = (-0.35, 0.45, 1.0)
 class OverlayStyle:
     """``alpha``: opacity of the shaded face; ``antialias``: soften its silhouette;
     ``render_scale``: resolution of the face layer (< 1: rendered smaller, resized up);
+    ``max_layer_px``: at most this many pixels along the layer's longer side (0: no cap);
     ``lowpoly``: draw a front face of about this many vertices (:mod:`tracker.lowpoly`; 0 = the
     full mesh); ``ambient`` /
     ``diffuse``: Lambert terms of the fixed light; ``line_px`` / ``point_px``: wire and dot size
@@ -108,6 +116,7 @@ class OverlayStyle:
     alpha: float = 0.8
     antialias: bool = True
     render_scale: float = 1.0
+    max_layer_px: int = 0
     lowpoly: int = 0
     ambient: float = 0.35
     diffuse: float = 0.7
@@ -115,6 +124,10 @@ class OverlayStyle:
     point_px: int = 0
     wire_alpha: float = 0.75
 
+
+VIDEO_STYLE = OverlayStyle(render_scale=VIDEO_STYLE_SCALE, lowpoly=VIDEO_LOWPOLY,
+                           max_layer_px=VIDEO_MAX_LAYER_PX)
+"""The style of video overlays (``face3d track --overlay``, :func:`write_overlay`)."""
 
 _ALBEDO_CACHE: dict[tuple, np.ndarray] = {}
 
@@ -228,7 +241,7 @@ class FaceDrawer:
             colours = lambert_colours(self.mesh, x_cam, self.mesh.albedo, LIGHT_DIR,
                                       self.style.ambient, self.style.diffuse)
         return render_layer(cam, self.mesh, x_cam, colours, antialias=self.style.antialias,
-                            scale=self.style.render_scale)
+                            scale=self.style.render_scale, max_px=self.style.max_layer_px)
 
     def _draw_wire(self, cam: Camera, out: np.ndarray, x_cam: np.ndarray) -> None:
         import cv2
@@ -349,8 +362,7 @@ def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[Frame
         cam = make_camera(info, cfg)  # type: ignore[arg-type]
         still = out_path.suffix.lower() in IMAGE_SUFFIXES
         if style is None:
-            style = OverlayStyle() if still else OverlayStyle(render_scale=VIDEO_STYLE_SCALE,
-                                                              lowpoly=VIDEO_LOWPOLY)
+            style = OverlayStyle() if still else VIDEO_STYLE
         drawer = FaceDrawer(model, cam, mode, style, threads)
         by_index = {r.index: r for r in results}
         if still:
@@ -402,8 +414,7 @@ class OverlayStream:
 
         self.path = Path(out_path)
         self.timing = probe_timing(input_spec, fps)
-        self.drawer = FaceDrawer(model, cam, mode, style or OverlayStyle(
-            render_scale=VIDEO_STYLE_SCALE, lowpoly=VIDEO_LOWPOLY), 1)
+        self.drawer = FaceDrawer(model, cam, mode, style or VIDEO_STYLE, 1)
         # one x264 thread: the tracker already keeps both cores busy, and x264's own threads
         # cost 3.2 instead of 2.1 ms of CPU a 512x512 frame (measured)
         writer = H264Writer(self.path, cam.width, cam.height, self.timing, sar=sar, crf=crf,
@@ -473,8 +484,10 @@ class _DrawStage:
     them (:meth:`FaceDrawer.draw_i420`; other modes and several faces: the drawn window converted
     by :func:`kernels.colour.rgb_to_i420`), in the output's matrix. That skips a full-frame
     RGB → YUV conversion per frame and keeps the background bit-exact. Otherwise RGB, converted
-    by the encoder. Measured in the tracking run (d3, CPU of the drawing thread per frame): RGB
-    window + conversion 3.3 ms, blended into the planes ..."""
+    by the encoder. Measured in the tracking run (d3, CPU per frame of the drawing thread /
+    the encoder thread): RGB window converted to YUV 3.3 / 1.7 ms, blended into the planes
+    2.5 / 1.6 ms (CRF 23); before this stage existed (full-frame RGB drawing, the encoder
+    converting) 2.7–3.1 / 2.0 ms."""
 
     def __init__(self, drawer: FaceDrawer, sink: _ThreadedSink, encoder: object) -> None:
         from kernels.colour import yuv_coefficients
@@ -493,10 +506,10 @@ class _DrawStage:
         if yuv is None or not self.i420:
             self.sink.put(self.drawer.draw(image, faces) if faces else image, pts)
             return
+        out = I420(yuv)  # the source's own copy (Frame.yuv): drawn into in place
         if not faces:
-            self.sink.put(I420(yuv), pts)
+            self.sink.put(out, pts)
             return
-        out = I420(yuv.copy())
         if not self.drawer.draw_i420(image, faces, out.planes(), self.coeffs):
             drawn = self.drawer.draw_window(image, faces)
             if drawn is not None:

@@ -280,13 +280,15 @@ def sub_camera(cam: Camera, box: tuple[int, int, int, int]) -> Camera:
 
 
 def render_layer(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, colours: np.ndarray, *,
-                 antialias: bool = True, scale: float = 1.0) -> Layer | None:
+                 antialias: bool = True, scale: float = 1.0, max_px: int = 0) -> Layer | None:
     """Rasterize the posed mesh (back faces culled) with vertex ``colours (V, 3)`` into a layer
     over its bounding box; ``None`` when it is off-screen.
 
     ``scale < 1`` renders the box at that fraction of its resolution and resizes the layer up
     (bilinear: the edges come out soft, so ``antialias`` is skipped). At 0.5 the pixel work
     drops four-fold — what lets a video overlay keep pace with tracking (tracker/overlay.py).
+    ``max_px > 0`` lowers the scale further so that the rendered box's longer side is at most
+    that many pixels (a face filling a 720p frame costs no more than a 512 px one).
     """
     import cv2
 
@@ -298,6 +300,8 @@ def render_layer(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, colours: np.nda
         return None
     sc = sub_camera(cam, box)
     full = (sc.width, sc.height)
+    if max_px > 0:
+        scale = min(scale, max_px / max(full))
     if scale < 1.0:
         w, h = max(2, round(sc.width * scale)), max(2, round(sc.height * scale))
         kx, ky = w / sc.width, h / sc.height

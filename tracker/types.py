@@ -50,7 +50,8 @@ class Frame:
     """One decoded frame: ``image`` is ``(H, W, 3) uint8`` RGB, ``time_s`` its PTS in seconds;
     ``yuv``: the decoder's own 4:2:0 planes (``(H * 3 // 2, W) uint8``, PyAV's ``yuv420p``
     layout) when the source was asked to keep them and the frame has them (see
-    :attr:`tracker.sources.Source.keep_yuv`), else ``None``."""
+    :attr:`tracker.sources.Source.keep_yuv`), else ``None`` — a private copy, which the overlay
+    draws into in place."""
 
     index: int
     time_s: float

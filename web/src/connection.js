@@ -102,6 +102,8 @@ export class StreamClient extends EventTarget {
     if (hello.protocol !== PROTOCOL_VERSION) console.warn(`face3d: server protocol ${hello.protocol}, viewer ${PROTOCOL_VERSION}`);
     this.hello = hello;
     this.attempt = 0;
+    this._bestRtt = Infinity;      // a (re)connection may be to another server: new clock
+    this._offsetFloor = undefined;
     this._setState('open');
     this._send({ type: 'subscribe', format: this.format, arkit: true, landmarks: false });
     const key = `${hello.model.name}@${hello.model.version}`;
@@ -124,7 +126,8 @@ export class StreamClient extends EventTarget {
     // clock offset from the ping with the smallest round trip seen so far (most accurate)
     if (rtt <= this._bestRtt * 1.5) {
       this._bestRtt = Math.min(this._bestRtt, rtt);
-      this.clockOffset = msg.t_server - (Date.now() / 1000 - rtt / 2000);
+      this.clockOffset = Math.max(msg.t_server - (Date.now() / 1000 - rtt / 2000),
+                                  this._offsetFloor ?? -Infinity);
     }
   }
 
@@ -134,7 +137,15 @@ export class StreamClient extends EventTarget {
     this.lastFrame = frame;
     this._frameTimes.push(now);
     while (this._frameTimes.length && now - this._frameTimes[0] > 1000) this._frameTimes.shift();
-    const age = Date.now() / 1000 + this.clockOffset - frame.t_ready;
+    let age = Date.now() / 1000 + this.clockOffset - frame.t_ready;
+    if (age < 0) {
+      // A frame cannot arrive before it was made: the ping estimate of the clock offset was off
+      // (a pong handled late by a busy page looks like a slow server). Raise the offset to the
+      // bound this frame proves; later pings can only refine it upward from here.
+      this.clockOffset -= age;
+      this._offsetFloor = this.clockOffset;
+      age = 0;
+    }
     this._latencies.push(age);
     if (this._latencies.length > 60) this._latencies.shift();
     if (this.state !== 'streaming') this._setState('streaming');
