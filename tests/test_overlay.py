@@ -400,3 +400,22 @@ def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, track
         assert np.array_equal(yf[outside], y_in[outside])
         for a, b in zip(fused.planes()[1:], ref.planes()[1:]):
             assert np.abs(a.astype(int) - b).mean() < 0.5
+
+
+def test_overlay_encoder_settings_reach_the_encoder(talking, model, tmp_path):
+    """TrackOutputs.overlay_crf is what the overlay is encoded with (bench-overlay --crf relies on
+    it): a higher CRF gives a smaller file of the same frames."""
+    from tracker.track import TrackOutputs, track_video
+    from tracker.trackconfig import load_track_config
+
+    cfg = load_track_config()
+    sizes, frames = {}, {}
+    for crf in (12, 35):
+        out = tmp_path / f"crf{crf}.mp4"
+        track_video(str(talking), model, cfg, TrackOutputs(tmp_path / f"{crf}.csv", overlay=out,
+                                                           overlay_crf=crf), progress=False)
+        sizes[crf] = out.stat().st_size
+        with av.open(str(out)) as c:
+            frames[crf] = sum(1 for _ in c.decode(video=0))
+    assert frames[12] == frames[35] > 50
+    assert sizes[35] < 0.5 * sizes[12], sizes

@@ -115,7 +115,8 @@ def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str
         csv_path, out = Path(tmp) / "t.csv", Path(tmp) / "overlay.mp4"
 
         def track(overlay: bool, max_frames: int | None = None) -> object:
-            outs = TrackOutputs(csv_path, overlay=out if overlay else None, overlay_mode=mode)
+            outs = TrackOutputs(csv_path, overlay=out if overlay else None, overlay_mode=mode,
+                                overlay_crf=crf, overlay_preset=preset)
             return track_video(input_spec, model, cfg, outs, progress=False,
                                max_frames=max_frames)
 

@@ -54,7 +54,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TrackOutputs:
-    """What to write. ``fmt``: ``face3d`` (default layout) or ``livelink``."""
+    """What to write. ``fmt``: ``face3d`` (default layout) or ``livelink``; ``overlay_crf`` /
+    ``overlay_preset``: libx264 settings of the overlay (``None``: the overlay module's)."""
 
     csv: Path
     fmt: Literal["face3d", "livelink"] = "face3d"
@@ -62,6 +63,8 @@ class TrackOutputs:
     arkit: bool = False
     overlay: Path | None = None
     overlay_mode: str = "shaded"
+    overlay_crf: int | None = None
+    overlay_preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -243,8 +246,11 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
         if out is not None and out.overlay is not None and not static:
             from .overlay import OverlayStream
             src.keep_yuv = True  # the overlay re-encodes the decoder's own planes
+            from .overlay import DEFAULT_CRF, DEFAULT_PRESET
             overlay = OverlayStream(input_spec, out.overlay, model, cam, info.fps, info.sar,
-                                    src.path if info.has_audio else None, out.overlay_mode)
+                                    src.path if info.has_audio else None, out.overlay_mode,
+                                    crf=DEFAULT_CRF if out.overlay_crf is None else out.overlay_crf,
+                                    preset=out.overlay_preset or DEFAULT_PRESET)
     except BaseException:
         close = getattr(stream, "close", None)
         if close is not None:
