@@ -419,3 +419,24 @@ def test_overlay_encoder_settings_reach_the_encoder(talking, model, tmp_path):
             frames[crf] = sum(1 for _ in c.decode(video=0))
     assert frames[12] == frames[35] > 50
     assert sizes[35] < 0.5 * sizes[12], sizes
+
+
+def test_every_frame_reaches_the_overlay_with_the_decoders_planes(talking, model, tmp_path,
+                                                                 monkeypatch):
+    """The source keeps its YUV planes from the first frame on (decoding starts before the
+    tracker is set up; the flag used to be set after, and ~20 frames went through RGB)."""
+    import tracker.overlay as overlay
+    from tracker.track import TrackOutputs, track_video
+    from tracker.trackconfig import load_track_config
+
+    seen = []
+    real = overlay.OverlayStream.add
+
+    def add(self, image, time_s, result, yuv=None):
+        seen.append(yuv is not None)
+        return real(self, image, time_s, result, yuv)
+
+    monkeypatch.setattr(overlay.OverlayStream, "add", add)
+    track_video(str(talking), model, load_track_config(),
+                TrackOutputs(tmp_path / "t.csv", overlay=tmp_path / "o.mp4"), progress=False)
+    assert len(seen) > 50 and all(seen)

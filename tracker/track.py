@@ -223,6 +223,9 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
     info = src.info
     static = info.kind == "image"
     cam = make_camera(info, cfg)
+    want_overlay = out is not None and out.overlay is not None and not static
+    # the overlay re-encodes the decoder's own planes; set before decoding starts (below)
+    src.keep_yuv = want_overlay
     detector = LandmarkDetector(max_faces=cfg.max_faces, static=static,
                                 min_detection_confidence=cfg.min_detection_confidence,
                                 min_tracking_confidence=cfg.min_tracking_confidence)
@@ -234,8 +237,9 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
     # Decoding and MediaPipe start now, so they run while the tracker below is set up (~25 ms),
     # with queues deep enough that they keep going while this thread is busy with an identity
     # update (30–70 ms at a track's 10th and 40th frame, ~20 frames of MediaPipe); the landmark
-    # queue holds up to MEDIAPIPE_QUEUE_BYTES of frames.
-    depth = int(np.clip(MEDIAPIPE_QUEUE_BYTES // max(1, info.width * info.height * 3), 8, 48))
+    # queue holds up to MEDIAPIPE_QUEUE_BYTES of frames (RGB, and the YUV planes for an overlay).
+    frame_bytes = info.width * info.height * (4.5 if want_overlay else 3)
+    depth = int(np.clip(MEDIAPIPE_QUEUE_BYTES // max(1, frame_bytes), 8, 48))
     stream = (prefetch(detected(prefetch(src, depth=8, name="decode")), depth=depth, name="mediapipe")
               if pipelined else detected(src))
     try:
@@ -243,10 +247,9 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
         tracker = FaceTracker(model, cam, cfg, sar=info.sar, static_images=static,
                               revise_history=cfg.smooth != "live", detector=detector)
         overlay = None
-        if out is not None and out.overlay is not None and not static:
-            from .overlay import OverlayStream
-            src.keep_yuv = True  # the overlay re-encodes the decoder's own planes
-            from .overlay import DEFAULT_CRF, DEFAULT_PRESET
+        if want_overlay:
+            from .overlay import DEFAULT_CRF, DEFAULT_PRESET, OverlayStream
+            assert out is not None and out.overlay is not None
             overlay = OverlayStream(input_spec, out.overlay, model, cam, info.fps, info.sar,
                                     src.path if info.has_audio else None, out.overlay_mode,
                                     crf=DEFAULT_CRF if out.overlay_crf is None else out.overlay_crf,
