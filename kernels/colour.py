@@ -33,6 +33,27 @@ def yuv_coefficients(sws_colorspace: int, full_range: bool) -> np.ndarray:
     return np.array([[*(y * ys), y0], [*(cb * cs), 128.0], [*(cr * cs), 128.0]], np.float32)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _u8(x: float) -> np.uint8:
+    """``x`` rounded to the nearest level and clipped to 0–255."""
+    return np.uint8(min(max(x + np.float32(0.5), np.float32(0.0)), np.float32(255.0)))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _apply(coeffs: np.ndarray, k: int, r: float, g: float, b: float) -> float:
+    """Row ``k`` of ``coeffs`` (module doc) applied to ``(r, g, b)``, offset included."""
+    return coeffs[k, 0] * r + coeffs[k, 1] * g + coeffs[k, 2] * b + coeffs[k, 3]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _blend(sample: float, a: float, coeffs: np.ndarray, k: int, r: float, g: float,
+           b: float) -> np.uint8:
+    """A plane sample under coverage ``a`` and premultiplied colour ``(r, g, b)`` (0–255), in
+    YUV: ``sample · (1 − a) + a · offset_k + M_k · (r, g, b)`` (see :func:`blend_layer_i420`)."""
+    return _u8(np.float32(sample) * (np.float32(1.0) - a) + a * coeffs[k, 3]
+               + coeffs[k, 0] * r + coeffs[k, 1] * g + coeffs[k, 2] * b)
+
+
 @numba.njit(cache=True, nogil=True)
 def rgb_to_i420(rgb: np.ndarray, coeffs: np.ndarray, y: np.ndarray, u: np.ndarray,
                 v: np.ndarray) -> None:
@@ -49,18 +70,12 @@ def rgb_to_i420(rgb: np.ndarray, coeffs: np.ndarray, y: np.ndarray, u: np.ndarra
                     r = np.float32(rgb[2 * i + di, 2 * j + dj, 0])
                     g = np.float32(rgb[2 * i + di, 2 * j + dj, 1])
                     b = np.float32(rgb[2 * i + di, 2 * j + dj, 2])
-                    yy = coeffs[0, 0] * r + coeffs[0, 1] * g + coeffs[0, 2] * b + coeffs[0, 3]
-                    y[2 * i + di, 2 * j + dj] = np.uint8(min(max(yy + 0.5, 0.0), 255.0))
+                    y[2 * i + di, 2 * j + dj] = _u8(_apply(coeffs, 0, r, g, b))
                     sr += r
                     sg += g
                     sb += b
-            sr *= 0.25
-            sg *= 0.25
-            sb *= 0.25
-            cb = coeffs[1, 0] * sr + coeffs[1, 1] * sg + coeffs[1, 2] * sb + coeffs[1, 3]
-            cr = coeffs[2, 0] * sr + coeffs[2, 1] * sg + coeffs[2, 2] * sb + coeffs[2, 3]
-            u[i, j] = np.uint8(min(max(cb + 0.5, 0.0), 255.0))
-            v[i, j] = np.uint8(min(max(cr + 0.5, 0.0), 255.0))
+            u[i, j] = _u8(_apply(coeffs, 1, sr * 0.25, sg * 0.25, sb * 0.25))
+            v[i, j] = _u8(_apply(coeffs, 2, sr * 0.25, sg * 0.25, sb * 0.25))
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -124,9 +139,7 @@ def blend_layer_i420(rgba: np.ndarray, x0: int, y0: int, opacity: float, coeffs:
                     r = s255 * min(max(rgba[ly, lx, 0], zero), one)
                     g = s255 * min(max(rgba[ly, lx, 1], zero), one)
                     b = s255 * min(max(rgba[ly, lx, 2], zero), one)
-                    yy = (np.float32(y[py, px]) * (one - a) + a * coeffs[0, 3]
-                          + coeffs[0, 0] * r + coeffs[0, 1] * g + coeffs[0, 2] * b)
-                    y[py, px] = np.uint8(min(max(yy + np.float32(0.5), zero), np.float32(255.0)))
+                    y[py, px] = _blend(y[py, px], a, coeffs, 0, r, g, b)
                     sa += a
                     sr += r
                     sg += g
@@ -137,9 +150,5 @@ def blend_layer_i420(rgba: np.ndarray, x0: int, y0: int, opacity: float, coeffs:
                 sr *= q
                 sg *= q
                 sb *= q
-                cb = (np.float32(u[bi, bj]) * (one - sa) + sa * coeffs[1, 3]
-                      + coeffs[1, 0] * sr + coeffs[1, 1] * sg + coeffs[1, 2] * sb)
-                cr = (np.float32(v[bi, bj]) * (one - sa) + sa * coeffs[2, 3]
-                      + coeffs[2, 0] * sr + coeffs[2, 1] * sg + coeffs[2, 2] * sb)
-                u[bi, bj] = np.uint8(min(max(cb + np.float32(0.5), zero), np.float32(255.0)))
-                v[bi, bj] = np.uint8(min(max(cr + np.float32(0.5), zero), np.float32(255.0)))
+                u[bi, bj] = _blend(u[bi, bj], sa, coeffs, 1, sr, sg, sb)
+                v[bi, bj] = _blend(v[bi, bj], sa, coeffs, 2, sr, sg, sb)

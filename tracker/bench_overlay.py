@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,8 +66,7 @@ class OverlayBench:
     def whole_vs_floor(self) -> float:
         """Median over the rounds of each round's ratio (from the medians without rounds)."""
         if self.rounds:
-            return float(sorted(self.rounds)[len(self.rounds) // 2]) if len(self.rounds) % 2 \
-                else float(sum(sorted(self.rounds)[len(self.rounds) // 2 - 1:][:2]) / 2)
+            return float(statistics.median(self.rounds))
         return self.whole_fps / self.floor_fps
 
     @property

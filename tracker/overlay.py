@@ -15,8 +15,8 @@ the fitted surface through the MediaPipe↔ICT correspondence, hidden edges drop
 ``"points"`` — the projected ICT iBUG-68 points. Pixels away from the drawn faces are the decoded
 input, untouched before encoding: :class:`FaceDrawer` draws into the window the faces cover
 (:meth:`FaceDrawer.draw_window`), and during ``face3d track --overlay`` the encoder gets the
-decoder's own YUV planes with only that window converted back from RGB (8-bit 4:2:0 inputs;
-others go through RGB).
+decoder's own YUV planes with a shaded face blended into them in YUV, or only the drawn window
+converted back from RGB (8-bit 4:2:0 inputs; others go through RGB; :class:`_DrawStage`).
 
 Threads and spinning (measured on the 2-core machine while other jobs loaded it, draw of one
 512x512 frame + 3 ms idle, CPU per iteration): numba ``threads=1`` 6.6–7.2 ms; numba default
@@ -41,7 +41,12 @@ from typing import Literal
 
 import numpy as np
 
-from kernels.colour import blend_premultiplied
+from kernels.colour import (
+    blend_layer_i420,
+    blend_premultiplied,
+    rgb_to_i420,
+    yuv_coefficients,
+)
 
 from .errors import InputError
 from .facemodel import FaceModel
@@ -63,6 +68,7 @@ from .scene import (
     visible_points,
 )
 from .types import Camera, FaceParams, FrameResult
+from .videoout import I420
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +184,7 @@ class FaceDrawer:
         maps onto whole 4:2:0 chroma samples), or ``None`` when no face is on screen. Pixels
         outside the window would be left untouched."""
         order = sorted(faces, key=lambda p: float(p.translation[2]))  # more negative z = farther
-        h, w = image.shape[:2]
+        height, width = image.shape[:2]
         with numba_threads(self.threads):
             posed = [(p, self._camera_vertices(p)) for p in order]
             boxes = [b for _, x in posed if (b := face_box(self.cam, x, margin=WINDOW_MARGIN_PX))]
@@ -186,7 +192,8 @@ class FaceDrawer:
                 return None
             b = np.array(boxes)
             x0, y0 = int(b[:, 0].min()) & ~1, int(b[:, 1].min()) & ~1
-            x1, y1 = min(w, int(b[:, 2].max() + 1) & ~1), min(h, int(b[:, 3].max() + 1) & ~1)
+            x1 = min(width, int(b[:, 2].max() + 1) & ~1)
+            y1 = min(height, int(b[:, 3].max() + 1) & ~1)
             if x1 <= x0 or y1 <= y0:
                 return None
             box = (x0, y0, x1, y1)
@@ -224,8 +231,6 @@ class FaceDrawer:
         :meth:`draw_window` then."""
         if self.mode != "shaded" or len(faces) != 1:
             return False
-        from kernels.colour import blend_layer_i420
-
         with numba_threads(self.threads):
             x_cam = self._camera_vertices(faces[0])
             layer = self._shaded(self.cam, x_cam, faces[0])
@@ -430,8 +435,8 @@ class OverlayStream:
     def add(self, image: np.ndarray, time_s: float, result: FrameResult,
             yuv: np.ndarray | None = None) -> None:
         """Queue one frame: its RGB ``image``, and the decoder's own 4:2:0 planes ``yuv`` when
-        the source kept them (:attr:`tracker.types.Frame.yuv`) — then only the drawn window is
-        converted back to YUV, the rest is the input's own samples."""
+        the source kept them (:attr:`tracker.types.Frame.yuv`) — then the faces are drawn into
+        those planes and the rest is the input's own samples (:class:`_DrawStage`)."""
         faces = []
         for f in result.faces:
             if f.params is None or f.status != "tracked":
@@ -490,18 +495,12 @@ class _DrawStage:
     converting) 2.7–3.1 / 2.0 ms."""
 
     def __init__(self, drawer: FaceDrawer, sink: _ThreadedSink, encoder: object) -> None:
-        from kernels.colour import yuv_coefficients
-
         self.drawer, self.sink = drawer, sink
         self.i420 = bool(getattr(encoder, "takes_i420", False)) and \
             not getattr(encoder, "full_range", True)
         self.coeffs = yuv_coefficients(getattr(encoder, "sws_colorspace", 5), False)
 
     def write(self, job: tuple[np.ndarray, np.ndarray | None, list[FaceParams]], pts: int) -> None:
-        from kernels.colour import rgb_to_i420
-
-        from .videoout import I420
-
         image, yuv, faces = job
         if yuv is None or not self.i420:
             self.sink.put(self.drawer.draw(image, faces) if faces else image, pts)
