@@ -15,6 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tracker.align import POSE_ANCHOR_M  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "train-smoke.toml"
 
@@ -49,7 +51,8 @@ def test_smoke_run_lowers_the_loss_and_exports_onnx(smoke_run):
     sess = ort.InferenceSession(str(smoke_run / "regressor.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()][:2] == ["r6", "origin"]
     meta = sess.get_modelmeta().custom_metadata_map
-    assert meta["face3d_regressor"] == "1" and meta["size"] == "128"
+    assert meta["face3d_regressor"] == "2" and meta["size"] == "128"
+    assert json.loads(meta["pose_anchor"]) == list(POSE_ANCHOR_M)
     idx = json.loads((smoke_run / "cache" / "index.json").read_text())
     assert idx["size"] == 128 and sum(v["n"] for v in idx["sources"].values()) > 50
 
@@ -108,6 +111,11 @@ def test_resume_continues_from_the_checkpoint(smoke_run, tmp_path):
     with open(out / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert steps == list(range(n0 + 4))
+    # a checkpoint from before the pose anchor (the ICT origin) is refused, not silently misread
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    del ck["pose_anchor"]
+    torch.save(ck, out / "ckpt.pt")
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--resume", "--steps", str(n0 + 8)]) != 0
 
 
 def test_ddp_two_cpu_processes(smoke_run, tmp_path):

@@ -127,6 +127,12 @@ def test_pose_parameterisation_round_trip():
     r6b, ob, lsb = crop_params_from_pose(r, t, f, pp, 128)
     assert torch.allclose(rot6d_to_matrix(r6b), rot6d_to_matrix(r6), atol=1e-9)
     assert torch.allclose(ob, o, atol=1e-9) and torch.allclose(lsb, ls[:, 0], atol=1e-9)
+    # any anchor round-trips; the same outputs at another anchor are another pose
+    legacy = (0.0, 0.0, 0.0)
+    r2, t2 = pose_from_crop_params(r6, o, ls, f, pp, 128, legacy)
+    assert not torch.allclose(t2, t, atol=1e-3)
+    _, ob2, lsb2 = crop_params_from_pose(r2, t2, f, pp, 128, legacy)
+    assert torch.allclose(ob2, o, atol=1e-9) and torch.allclose(lsb2, ls[:, 0], atol=1e-9)
     # zero output: identity relative to the ray; with the ray on the axis, the identity rotation
     assert torch.allclose(rot6d_to_matrix(torch.zeros(1, 6)), torch.eye(3)[None])
     assert torch.allclose(matrix_to_rot6d(torch.eye(3)[None]), torch.zeros(1, 6))
@@ -143,8 +149,30 @@ def test_numpy_twin_in_the_tracker_agrees():
     f = torch.tensor([250.0], dtype=torch.float64)
     pp = torch.tensor([[-40.0, 300.0]], dtype=torch.float64)
     r, t = pose_from_crop_params(r6, o, ls, f, pp, 128)
-    rn, tn = pose_from_crop_outputs(r6[0].numpy(), o[0].numpy(), float(ls), Camera(250, 250, -40, 300, 128, 128), 128)
+    cam = Camera(250, 250, -40, 300, 128, 128)
+    rn, tn = pose_from_crop_outputs(r6[0].numpy(), o[0].numpy(), float(ls), cam, 128)
     assert np.allclose(rn, r[0].numpy(), atol=1e-9) and np.allclose(tn, t[0].numpy(), atol=1e-9)
+    legacy = (0.0, 0.0, 0.0)
+    r, t = pose_from_crop_params(r6, o, ls, f, pp, 128, legacy)
+    rn, tn = pose_from_crop_outputs(r6[0].numpy(), o[0].numpy(), float(ls), cam, 128, legacy)
+    assert np.allclose(rn, r[0].numpy(), atol=1e-9) and np.allclose(tn, t[0].numpy(), atol=1e-9)
+
+
+def test_the_anchors_apparent_scale_follows_the_face_not_the_camera_distance(model):
+    """The reason for the anchor: the same face filling the same crop, its front 0.25 m and
+    1.42 m from the camera (the focal grows with the distance), has the same anchor ``ls`` but not
+    the same origin ``ls`` (the ICT origin is 10 cm behind the face)."""
+    from tracker.align import LEGACY_POSE_ANCHOR_M, POSE_ANCHOR_M
+
+    f = torch.tensor([300.0, 1700.0], dtype=torch.float64)
+    d = torch.tensor([0.25, 0.25 * 1700.0 / 300.0], dtype=torch.float64) + POSE_ANCHOR_M[2]
+    r = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+    t = torch.stack([torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), -d], -1)
+    pp = torch.full((2, 2), 64.0, dtype=torch.float64)
+    _, _, ls_face = crop_params_from_pose(r, t, f, pp, 128)
+    _, _, ls_origin = crop_params_from_pose(r, t, f, pp, 128, LEGACY_POSE_ANCHOR_M)
+    assert abs(float(ls_face[1] - ls_face[0])) < 1e-9
+    assert abs(float(ls_origin[1] - ls_origin[0])) > 0.25
 
 
 def test_renderer_choice():

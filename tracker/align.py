@@ -49,6 +49,20 @@ CROP_SPAN_M = 0.24
 """Metres of (mean) face across the crop side."""
 CROP_CENTRE_Y_M = -0.004
 """Model y (metres) at the crop centre: the middle of the narrow face (forehead to chin)."""
+POSE_ANCHOR_M = (0.0, CROP_CENTRE_Y_M, 0.10)
+"""The model point the regressor's pose is expressed at (:mod:`tracker.regressor`): on the face's
+centre line at the crop centre's height, 10 cm in front of the ICT origin (the 68 landmarks' mean
+depth is 10.4 cm). Its apparent scale is the face's own, which the crop alignment holds nearly
+constant; the ICT origin sits inside the head, and its apparent scale varies with the camera
+distance (a 20 % spread in the training labels at a fixed crop size)."""
+LEGACY_POSE_ANCHOR_M = (0.0, 0.0, 0.0)
+"""The anchor of regressor weights whose metadata name none (format 1: the model origin)."""
+
+
+def anchor_offset(anchor: tuple[float, float, float] | np.ndarray) -> np.ndarray:
+    """Where the template puts ``anchor`` relative to the crop centre, in crop sides ``(2,)``
+    (u right, v down): ``(x / span, -(y - CROP_CENTRE_Y_M) / span)``."""
+    return np.array([anchor[0] / CROP_SPAN_M, -(anchor[1] - CROP_CENTRE_Y_M) / CROP_SPAN_M])
 
 
 def five_points(points: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ once — ONNX Runtime (CPU default), torch (TorchScript or a training checkpoint
 
 The network works in the crop (:mod:`tracker.align`): it sees the aligned ``S x S`` crop and the
 landmarks in crop pixels, and predicts the pose relative to the crop frame (rotation relative to
-the viewing ray through the model origin, the origin's crop position and its apparent scale; see
-:func:`pose_from_crop_outputs`). The crop camera is exact, so the pose converts back to the image
+the viewing ray through the pose anchor — a point on the face, :data:`tracker.align.POSE_ANCHOR_M`
+— the anchor's crop position and its apparent scale; see :func:`pose_from_crop_outputs`). The crop camera is exact, so the pose converts back to the image
 camera without approximation: ``R = Rzᵀ R_crop``, ``t = Rzᵀ t_crop``; the SH lighting (27,
 colour-major, Deep3DFaceRecon's basis of :mod:`kernels.shading`, DC offset included) is rotated
 the same way (:func:`rotate_sh`), so it applies to image-camera normals. Albedo is ``(K, 3)``
@@ -30,7 +30,15 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .align import CROP_CENTRE_Y_M, CROP_SPAN_M, crop_camera, crop_face, crop_landmarks
+from .align import (
+    CROP_SPAN_M,
+    LEGACY_POSE_ANCHOR_M,
+    POSE_ANCHOR_M,
+    anchor_offset,
+    crop_camera,
+    crop_face,
+    crop_landmarks,
+)
 from .errors import BackendUnavailableError, ModelError
 from .rotation import matrix_to_quat
 from .types import Camera, FaceParams, Landmarks
@@ -41,7 +49,6 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "data" / "regressor.onnx"
 BackendName = Literal["onnx", "torch", "tensorrt"]
 OUTPUT_NAMES = ("r6", "origin", "log_scale", "expression", "identity", "lighting", "albedo")
 PX_PER_M = 1.0 / CROP_SPAN_M
-ORIGIN_OFFSET = np.array([0.0, CROP_CENTRE_Y_M / CROP_SPAN_M])
 
 
 def rot6d_to_matrix(r6: np.ndarray) -> np.ndarray:
@@ -66,19 +73,38 @@ def ray_rotation(ray: np.ndarray) -> np.ndarray:
 
 
 def pose_from_crop_outputs(r6: np.ndarray, origin: np.ndarray, log_scale: float, crop_cam: Camera,
-                           size: int) -> tuple[np.ndarray, np.ndarray]:
+                           size: int, anchor: tuple[float, float, float] | np.ndarray = POSE_ANCHOR_M
+                           ) -> tuple[np.ndarray, np.ndarray]:
     """Network pose outputs → ``(R (3, 3), t (3,))`` in the crop camera.
 
-    The model origin projects to ``(u, v) = S/2 + S (origin + ORIGIN_OFFSET)`` at distance
-    ``d = f / (PX_PER_M S exp(log_scale))`` along its ray; ``R = R_ray @ R_view``. Same formulas as
+    The model point ``anchor`` (metres) projects to ``(u, v) = S/2 + S (origin + anchor_offset)``
+    at distance ``d = f / (PX_PER_M S exp(log_scale))`` along its ray, ``a = d · ray``;
+    ``R = R_ray @ R_view`` and ``t = a − R @ anchor``. Same formulas as
     :func:`trainer.facelayer.pose_from_crop_params` (pinned by a test).
     """
     s = float(size)
-    uv = s / 2.0 + s * (np.asarray(origin, np.float64) + ORIGIN_OFFSET)
+    anchor = np.asarray(anchor, np.float64)
+    uv = s / 2.0 + s * (np.asarray(origin, np.float64) + anchor_offset(anchor))
     f = crop_cam.fx
     d = f / (PX_PER_M * s * np.exp(float(log_scale)))
     ray = np.array([(uv[0] - crop_cam.cx) / f, -(uv[1] - crop_cam.cy) / f, -1.0])
-    return ray_rotation(ray) @ rot6d_to_matrix(r6), d * ray
+    r = ray_rotation(ray) @ rot6d_to_matrix(r6)
+    return r, d * ray - r @ anchor
+
+
+def weights_anchor(meta: dict[str, str]) -> tuple[float, float, float]:
+    """The pose anchor recorded in a weights file's metadata (``pose_anchor``, JSON list of three
+    metres); weights of format 1 name none and were trained at the model origin."""
+    raw = meta.get("pose_anchor")
+    if raw is None:
+        return LEGACY_POSE_ANCHOR_M
+    try:
+        a = tuple(float(x) for x in json.loads(raw))
+    except (ValueError, TypeError):
+        raise ModelError(f"regressor metadata pose_anchor={raw!r} is not a list of three numbers") from None
+    if len(a) != 3:
+        raise ModelError(f"regressor metadata pose_anchor={raw!r} is not a list of three numbers")
+    return a  # type: ignore[return-value]
 
 
 def rotate_sh(gamma: np.ndarray, rot: np.ndarray) -> np.ndarray:
@@ -119,6 +145,7 @@ class RegressorHandle:
     size: int
     run: _Runner
     meta: dict[str, str]
+    anchor: tuple[float, float, float] = POSE_ANCHOR_M
 
     def predict(self, image: np.ndarray, landmarks: Landmarks, camera: Camera) -> FaceParams:
         """Coefficients of one face: ``image`` ``(H, W, 3) uint8`` RGB (the whole frame),
@@ -134,7 +161,7 @@ class RegressorHandle:
         out = self.run(np.ascontiguousarray(crop.image.transpose(2, 0, 1)[None], np.float32) / 255.0,
                        lm[None].astype(np.float32))
         r_c, t_c = pose_from_crop_outputs(out["r6"][0], out["origin"][0], float(out["log_scale"][0, 0]),
-                                          ccam, self.size)
+                                          ccam, self.size, self.anchor)
         return FaceParams(rotation=matrix_to_quat(rz.T @ r_c), translation=rz.T @ t_c,
                           expression=out["expression"][0].astype(np.float32),
                           identity=out["identity"][0].astype(np.float32),
@@ -182,7 +209,9 @@ def _torch_runner(path: Path, threads: int, device: str) -> tuple[_Runner, dict[
 
         net = load_checkpoint_net(path)
         mod = ExportModule(net).eval().to(device)
-        meta = {"size": str(net.cfg.size)}
+        anchor = torch.load(path, map_location="cpu", weights_only=False).get("pose_anchor",
+                                                                             list(LEGACY_POSE_ANCHOR_M))
+        meta = {"size": str(net.cfg.size), "pose_anchor": json.dumps(list(anchor))}
     mod.eval()
 
     def run(image: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
@@ -226,4 +255,4 @@ def make_regressor(path: str | Path | None = None, backend: BackendName = "onnx"
         dev = device or ("cuda" if backend == "tensorrt" else "cpu")
         run, meta = _torch_runner(p, threads, dev)
     size = int(meta.get("size", 128))
-    return RegressorHandle(backend=backend, size=size, run=run, meta=meta)
+    return RegressorHandle(backend=backend, size=size, run=run, meta=meta, anchor=weights_anchor(meta))

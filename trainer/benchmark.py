@@ -134,7 +134,7 @@ def eval_synthetic(weights: str | Path, model: FaceModel, n: int = 256, seed: in
                       s["lmk"][i:i + 1, :, :])
         f, px, py = (float(x) for x in s["cam"][i])
         r, _ = pose_from_crop_outputs(out["r6"][0], out["origin"][0], float(out["log_scale"][0, 0]),
-                                      Camera(f, f, px, py, reg.size, reg.size), reg.size)
+                                      Camera(f, f, px, py, reg.size, reg.size), reg.size, reg.anchor)
         rel = r.T @ s["rot"][i]
         rot_err.append(np.degrees(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1))))
         d = np.abs(out["expression"][0] - s["expr"][i])

@@ -6,7 +6,9 @@ All three carry :class:`trainer.net.ExportModule`: inputs ``image (N, 3, S, S) f
 :func:`trainer.net.decode`) ``r6 (N, 6)``, ``origin (N, 2)``, ``log_scale (N, 1)``,
 ``expression (N, E)`` in [0, 1], ``identity (N, I)``, ``lighting (N, 27)``, ``albedo (N, K, 3)``.
 The ONNX file's metadata (``metadata_props``) records ``face3d_regressor`` (format version),
-``size``, ``n_identity``, ``n_expression``, ``albedo_k`` and the training config; TorchScript files
+``size``, ``n_identity``, ``n_expression``, ``albedo_k``, ``pose_anchor`` (JSON list, metres:
+the model point the pose outputs refer to, :data:`tracker.align.POSE_ANCHOR_M`; format 1 had none
+and meant the model origin) and the training config; TorchScript files
 carry the same as ``extra_files['meta.json']``.
 """
 
@@ -18,18 +20,19 @@ from pathlib import Path
 
 import torch
 
+from tracker.align import POSE_ANCHOR_M
 from tracker.errors import BackendUnavailableError, InputError
 
 from .net import ExportModule, NetConfig, RegressorNet
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 OPSET = 17
 
 
 def _meta(net: RegressorNet, extra: dict[str, str] | None = None) -> dict[str, str]:
     m = {"face3d_regressor": FORMAT_VERSION, "size": str(net.cfg.size),
          "n_identity": str(net.sizes["identity"]), "n_expression": str(net.sizes["expression"]),
-         "albedo_k": str(net.cfg.albedo_k)}
+         "albedo_k": str(net.cfg.albedo_k), "pose_anchor": json.dumps(list(POSE_ANCHOR_M))}
     m.update(extra or {})
     return m
 

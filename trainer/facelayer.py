@@ -3,17 +3,26 @@ parameterisation, and SH shading — pure tensor functions over buffers.
 
 Pose parameterisation ("relative to the crop frame"; shared with :mod:`tracker.regressor`). For a
 crop seen by the exact crop camera (focal ``f``, principal point ``pp``; :func:`tracker.align.crop_camera`)
-the network predicts:
+the network predicts, for the pose anchor ``p`` (:data:`tracker.align.POSE_ANCHOR_M`, a model
+point on the face, 10 cm in front of the ICT origin):
 
 * ``R_view (3, 3)`` from a 6D vector (Zhou et al.: Gram-Schmidt of two columns, offset by the
   identity's first two columns, so 0 ↦ identity): the head's rotation *relative to the viewing ray*
-  through the model origin — what the crop shows, independent of where the crop sat in the frame;
-* ``o (2,)``: where the model origin projects, ``(u, v) = (S/2, S/2) + S · (o + ORIGIN_OFFSET)``;
-* ``ls``: log apparent scale: the origin's distance is ``d = f / (PX_PER_M · S · exp(ls))``.
+  through the anchor — what the crop shows, independent of where the crop sat in the frame;
+* ``o (2,)``: where the anchor projects, ``(u, v) = (S/2, S/2) + S · (o + anchor_offset(p))``
+  (the offset is 0 for the default anchor: the template puts it at the crop centre);
+* ``ls``: log apparent scale: the anchor's distance is ``d = f / (PX_PER_M · S · exp(ls))``.
 
-Then ``t = d · ray(u, v)`` (``ray`` has ``z = -1``) and ``R = R_ray @ R_view`` where ``R_ray`` is
-the smallest rotation taking the optical axis ``(0, 0, -1)`` to ``ray``. Zero output means: the mean
-face, frontal to its viewing ray, at the position and size the alignment template puts it.
+Then ``a = d · ray(u, v)`` (``ray`` has ``z = -1``), ``R = R_ray @ R_view`` where ``R_ray`` is
+the smallest rotation taking the optical axis ``(0, 0, -1)`` to ``ray``, and ``t = a − R p``. Zero
+output means: the mean face, frontal to its viewing ray, at the position and size the alignment
+template puts it.
+
+Why an anchor on the face: the crop alignment fixes the face's apparent size, so the anchor's
+``ls`` is nearly the same for every crop. The ICT origin sits 10 cm behind the face, and its
+apparent scale depends on the camera distance (labels spread over 0.22 in ``ls`` at the same crop
+size: a regressor trained at the origin guessed it from the person's looks and projected new
+faces up to 20 % too large).
 """
 
 from __future__ import annotations
@@ -25,16 +34,12 @@ import torch
 from torch import nn
 
 from kernels.shading import SH_A, SH_C, SH_INIT_DC
-from tracker.align import CROP_CENTRE_Y_M, CROP_SPAN_M
+from tracker.align import CROP_SPAN_M, POSE_ANCHOR_M, anchor_offset
 from tracker.correspondence import Correspondence, front_face_triangles
 from tracker.facemodel import FaceModel
 
 PX_PER_M = 1.0 / CROP_SPAN_M
 """Template scale in crop sides per metre (the mean face at the template)."""
-ORIGIN_OFFSET = (0.0, CROP_CENTRE_Y_M / CROP_SPAN_M)
-"""Offset (in crop sides, image u right / v down) of the model origin's projection for zero output:
-the origin's height ``y = 0`` lies ``-CROP_CENTRE_Y_M`` above the crop centre (orthographic
-template; perspective is left to the network)."""
 EXPR_EPS = 0.01
 """Sigmoid floor: expression = (sigmoid(z) − ε) / (1 − ε); the head bias starts at logit(ε)."""
 
@@ -71,34 +76,32 @@ def ray_rotation(ray: torch.Tensor) -> torch.Tensor:
 
 
 def pose_from_crop_params(r6: torch.Tensor, o: torch.Tensor, ls: torch.Tensor, f: torch.Tensor,
-                          pp: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                          pp: torch.Tensor, size: int, anchor: tuple[float, float, float] = POSE_ANCHOR_M
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Network pose outputs → ``(R (B, 3, 3), t (B, 3))`` in the crop camera (module doc)."""
     s = float(size)
-    uv = s / 2.0 + s * (o + o.new_tensor(ORIGIN_OFFSET))
+    uv = s / 2.0 + s * (o + o.new_tensor(anchor_offset(anchor)))
     d = f / (PX_PER_M * s * torch.exp(ls.reshape(-1)))
     ray = torch.stack([(uv[:, 0] - pp[:, 0]) / f, -(uv[:, 1] - pp[:, 1]) / f,
                        -torch.ones_like(f)], dim=-1)
-    t = d[:, None] * ray
     r = ray_rotation(ray) @ rot6d_to_matrix(r6)
+    t = d[:, None] * ray - r @ o.new_tensor(anchor)
     return r, t
 
 
 def crop_params_from_pose(r: torch.Tensor, t: torch.Tensor, f: torch.Tensor, pp: torch.Tensor,
-                          size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          size: int, anchor: tuple[float, float, float] = POSE_ANCHOR_M
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of :func:`pose_from_crop_params`: crop-camera pose → ``(r6, o, ls)``."""
     s = float(size)
-    iz = 1.0 / (-t[:, 2])
-    uv = torch.stack([pp[:, 0] + f * t[:, 0] * iz, pp[:, 1] - f * t[:, 1] * iz], -1)
-    o = (uv - s / 2.0) / s - o_offset(t)
-    ray = t * iz[:, None]
-    d = -t[:, 2]
-    ls = torch.log(f / (PX_PER_M * s * d))
+    a = t + r @ t.new_tensor(anchor)
+    iz = 1.0 / (-a[:, 2])
+    uv = torch.stack([pp[:, 0] + f * a[:, 0] * iz, pp[:, 1] - f * a[:, 1] * iz], -1)
+    o = (uv - s / 2.0) / s - t.new_tensor(anchor_offset(anchor))
+    ray = a * iz[:, None]
+    ls = torch.log(f / (PX_PER_M * s * (-a[:, 2])))
     rv = ray_rotation(ray).transpose(-1, -2) @ r
     return matrix_to_rot6d(rv), o, ls
-
-
-def o_offset(like: torch.Tensor) -> torch.Tensor:
-    return like.new_tensor(ORIGIN_OFFSET)
 
 
 class FaceLayer(nn.Module):

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracker.align import LEGACY_POSE_ANCHOR_M, POSE_ANCHOR_M
 from tracker.config import config_to_dict
 from tracker.errors import InputError
 
@@ -187,6 +188,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
         if not ckpt_path.is_file():
             raise InputError(f"--resume: no checkpoint at {ckpt_path}")
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if tuple(ck.get("pose_anchor", LEGACY_POSE_ANCHOR_M)) != tuple(POSE_ANCHOR_M):
+            raise InputError(f"--resume: {ckpt_path} was trained with its pose at "
+                             f"{tuple(ck.get('pose_anchor', LEGACY_POSE_ANCHOR_M))} (model metres), this "
+                             f"version puts it at {POSE_ANCHOR_M}; start a new run")
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
@@ -266,7 +271,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
 def save_checkpoint(path: Path, net, opt, sched, step: int, cfg: TrainConfig) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "step": step, "config": config_to_dict(cfg)}, tmp)
+                "step": step, "config": config_to_dict(cfg), "pose_anchor": list(POSE_ANCHOR_M)}, tmp)
     os.replace(tmp, path)
 
 
