@@ -176,3 +176,18 @@ def test_default_weights_on_a_rendered_clip(model, tmp_path):
     m = res["synth1.mp4"]
     assert m["tracked"] >= 0.9 * m["frames"]
     assert m["expression_mae"] < 0.12 and m["rotation_deg"] < 3.0, m
+
+
+def test_weights_name_their_pose_anchor():
+    """Format-2 weights record the model point their pose refers to; format-1 files (none
+    recorded) were trained at the ICT origin and are read that way; a malformed entry is a
+    ModelError, not a silently shifted head."""
+    from tracker.align import LEGACY_POSE_ANCHOR_M, POSE_ANCHOR_M
+    from tracker.regressor import weights_anchor
+
+    assert weights_anchor({}) == LEGACY_POSE_ANCHOR_M
+    assert weights_anchor({"pose_anchor": "[0.0, -0.004, 0.1]"}) == POSE_ANCHOR_M
+    assert make_regressor().anchor == POSE_ANCHOR_M  # the shipped weights
+    for bad in ("[1, 2]", "origin", "{\"x\": 1}"):
+        with pytest.raises(ModelError):
+            weights_anchor({"pose_anchor": bad})
