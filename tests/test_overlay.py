@@ -358,7 +358,7 @@ def test_premultiplied_blend_matches_the_opencv_composite(media_dir):
     rgb = rng.uniform(0, 1, (100, 140, 3)).astype(np.float32)
     rgba = np.dstack([rgb * np.clip(a, 0, 1)[..., None], a]).astype(np.float32)
     ref, got = img.copy(), img.copy()
-    composite(ref, Layer(10, 15, rgba, np.zeros((100, 140), np.float32)), 0.8)
+    composite(ref, Layer(10, 15, rgba), 0.8)
     blend_premultiplied(got[15:115, 10:150], rgba, 0.8)
     d = np.abs(ref.astype(int) - got)
     assert d.max() <= 1 and np.array_equal(got[15:45, 10:150], img[15:45, 10:150])
@@ -440,3 +440,4 @@ def test_every_frame_reaches_the_overlay_with_the_decoders_planes(talking, model
     track_video(str(talking), model, load_track_config(),
                 TrackOutputs(tmp_path / "t.csv", overlay=tmp_path / "o.mp4"), progress=False)
     assert len(seen) > 50 and all(seen)
+

@@ -97,23 +97,32 @@ def _polyline_dist(p: np.ndarray, line: np.ndarray) -> np.ndarray:
     return np.sqrt(((w - t[..., None] * e) ** 2).sum(-1)).min(1)
 
 
-def eye_cones(model: FaceModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per eyeball part name: its vertex ids and their angle (radians) from the eye's +z axis
-    about the centre of a sphere fitted to its sclera (neutral face)."""
+def eye_axes(model: FaceModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per side (``"left"``, ``"right"``): the centre ``(3,)`` of a sphere fitted to the sclera
+    (neutral face) and every model vertex's angle (radians) from the eye's +z axis about it
+    ``(V,)``."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ranges = dict(zip(model.eye_subpart_names, model.eye_subpart_vertex_range))
     for side in ("left", "right"):
-        part = f"eyeball_{side}"
-        if part not in model.part_names or f"sclera_{side}" not in ranges:
+        if f"eyeball_{side}" not in model.part_names or f"sclera_{side}" not in ranges:
             continue
         lo, hi = ranges[f"sclera_{side}"]
         s = model.neutral[lo:hi].astype(np.float64)
         a = np.c_[2.0 * s, np.ones(len(s))]
         x = np.linalg.lstsq(a, (s * s).sum(1), rcond=None)[0]
-        ids = model.part_vertices(part)
-        d = model.neutral[ids].astype(np.float64) - x[:3]
+        d = model.neutral.astype(np.float64) - x[:3]
         ang = np.arccos(np.clip(d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-12), -1, 1))
-        out[part] = (ids, ang)
+        out[side] = (x[:3], ang)
+    return out
+
+
+def eye_cones(model: FaceModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per eyeball part name: its vertex ids and their angle (radians) from the eye's +z axis
+    about the centre of a sphere fitted to its sclera (neutral face)."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for side, (_, ang) in eye_axes(model).items():
+        ids = model.part_vertices(f"eyeball_{side}")
+        out[f"eyeball_{side}"] = (ids, ang[ids])
     return out
 
 
