@@ -22,12 +22,16 @@ import torch
 from tracker.correspondence import load_mp68
 
 from .facelayer import FaceLayer
-from .losses import forward, project, render
+from .losses import Forward, forward, forward_coeffs, project, render
 
 
 @torch.no_grad()
-def evaluate_cache(net: torch.nn.Module, face: FaceLayer, renderer, data: dict, size: int,
-                   device: torch.device, chunk: int = 64, max_samples: int = 512) -> dict[str, float]:
+def evaluate_cache(net: torch.nn.Module | None, face: FaceLayer, renderer, data: dict, size: int,
+                   device: torch.device, chunk: int = 64, max_samples: int = 512,
+                   predict=None) -> dict[str, float]:
+    """The measures of the module doc over up to ``max_samples`` cached crops ``data``
+    (:func:`trainer.data.load_cache`) for a training network ``net`` — or, with ``net=None``,
+    for ``predict(batch) → decoded coefficients`` (e.g. :func:`onnx_predictor`)."""
     from .loop import KEYS, to_torch
 
     n = min(len(data["image"]), max_samples)
@@ -39,12 +43,13 @@ def evaluate_cache(net: torch.nn.Module, face: FaceLayer, renderer, data: dict, 
     from .albedo import MEAN_SKIN_RGB
     lum = 0.299 * MEAN_SKIN_RGB[0] + 0.587 * MEAN_SKIN_RGB[1] + 0.114 * MEAN_SKIN_RGB[2]
     grey_fixed = SH_INIT_DC * SH_A[0] * SH_C[0] * lum
-    was_training = net.training
-    net.eval()
+    was_training = net.training if net is not None else False
+    if net is not None:
+        net.eval()
     for a in range(0, n, chunk):
         sel = ix[a:a + chunk]
         b = to_torch({k: data[k][sel] for k in KEYS}, device)
-        fw = forward(net, face, b, size)
+        fw: Forward = forward(net, face, b, size) if net is not None else forward_coeffs(predict(b), face, b, size)
         f, pp = b["cam"][:, 0], b["cam"][:, 1:3]
         p68 = project(fw.verts_cam[:, face.lmk68], f, pp).cpu().numpy()
         lm = b["lmk"].cpu().numpy()
@@ -68,7 +73,8 @@ def evaluate_cache(net: torch.nn.Module, face: FaceLayer, renderer, data: dict, 
         rel = fw.rot.transpose(1, 2) @ b["rot"]
         tr = rel.diagonal(dim1=1, dim2=2).sum(-1)
         rdeg.append(np.degrees(np.arccos(np.clip(((tr - 1) / 2).cpu().numpy(), -1, 1))))
-    net.train(was_training)
+    if net is not None:
+        net.train(was_training)
     out = {"samples": int(n), "nme68_pct": float(np.mean(np.concatenate(nme))),
            "pl_exp_mae": float(np.mean(np.concatenate(emae))),
            "pl_rot_deg": float(np.mean(np.concatenate(rdeg)))}
@@ -78,3 +84,21 @@ def evaluate_cache(net: torch.nn.Module, face: FaceLayer, renderer, data: dict, 
         out.update(photo_err=e, photo_err_grey=g, photo_gain=1.0 - e / g if g > 0 else float("nan"),
                    photo_err_grey_best=gb, photo_gain_best=1.0 - e / gb if gb > 0 else float("nan"))
     return out
+
+
+def onnx_predictor(weights, device: torch.device = torch.device("cpu")):
+    """``predict(batch) → coefficients`` running exported weights in ONNX Runtime (for
+    :func:`evaluate_cache`): the shipped ``regressor.onnx`` measured like a training run.
+    Weights of another pose anchor than this version's are refused."""
+    from tracker.align import POSE_ANCHOR_M
+    from tracker.errors import ModelError
+    from tracker.regressor import make_regressor
+
+    reg = make_regressor(weights)
+    if tuple(reg.anchor) != tuple(POSE_ANCHOR_M):
+        raise ModelError(f"{weights}: pose anchor {reg.anchor}, this version's is {POSE_ANCHOR_M}")
+
+    def predict(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = reg.run(b["image"].cpu().numpy().astype(np.float32), b["lmk"].cpu().numpy().astype(np.float32))
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in out.items()}
+    return predict

@@ -97,7 +97,13 @@ class Forward:
 def forward(net: torch.nn.Module, face: FaceLayer, batch: dict[str, torch.Tensor], size: int) -> Forward:
     raw = net(batch["image"], batch["lmk"])
     sizes = net.module.sizes if hasattr(net, "module") else net.sizes
-    c = decode(raw, sizes)
+    return forward_coeffs(decode(raw, sizes), face, batch, size)
+
+
+def forward_coeffs(c: dict[str, torch.Tensor], face: FaceLayer, batch: dict[str, torch.Tensor],
+                   size: int) -> Forward:
+    """:func:`forward` from decoded coefficients (:func:`trainer.net.decode`'s dict), e.g. an
+    exported network's outputs."""
     f, pp = batch["cam"][:, 0], batch["cam"][:, 1:3]
     r, t = pose_from_crop_params(c["r6"], c["origin"], c["log_scale"], f, pp, size)
     v = face(c["identity"], c["expression"])
