@@ -9,8 +9,9 @@ once — ONNX Runtime (CPU default), torch (TorchScript or a training checkpoint
 
 The network works in the crop (:mod:`tracker.align`): it sees the aligned ``S x S`` crop and the
 landmarks in crop pixels, and predicts the pose relative to the crop frame (rotation relative to
-the viewing ray through the pose anchor — a point on the face, :data:`tracker.align.POSE_ANCHOR_M`
-— the anchor's crop position and its apparent scale; see :func:`pose_from_crop_outputs`). The crop camera is exact, so the pose converts back to the image
+the viewing ray through the pose anchor — a point on the face, :data:`tracker.align.POSE_ANCHOR_M`,
+named in the weights' metadata — the anchor's crop position and its apparent scale; see
+:func:`pose_from_crop_outputs`). The crop camera is exact, so the pose converts back to the image
 camera without approximation: ``R = Rzᵀ R_crop``, ``t = Rzᵀ t_crop``; the SH lighting (27,
 colour-major, Deep3DFaceRecon's basis of :mod:`kernels.shading`, DC offset included) is rotated
 the same way (:func:`rotate_sh`), so it applies to image-camera normals. Albedo is ``(K, 3)``

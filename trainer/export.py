@@ -96,7 +96,9 @@ def export_tensorrt(net: RegressorNet, path: Path, fp16: bool = True) -> Path:
     precisions = {torch.float16, torch.float32} if fp16 else {torch.float32}
     trt = torch_tensorrt.compile(mod, ir="ts", inputs=[img, lmk], enabled_precisions=precisions)
     path = Path(path)
-    torch.jit.save(trt, str(path))
+    # the same metadata as the other formats: without ``pose_anchor`` the tracker would read the
+    # pose at the model origin (format 1)
+    torch.jit.save(trt, str(path), _extra_files={"meta.json": json.dumps(_meta(net))})
     return path
 
 
