@@ -234,3 +234,15 @@ def test_rendered_clips_are_labelled_with_their_known_coefficients(model, tmp_pa
         iod = np.linalg.norm(d["lmk"][i, 263, :2] - d["lmk"][i, 33, :2])
         errs.append(np.median(np.linalg.norm(uv - d["lmk"][i, :468, :2], axis=1)) / iod)
     assert np.median(errs) < 0.03
+
+
+def test_train_eval_prints_one_json_document(videos, capsys):
+    """``face3d train eval`` on a real clip: stdout is one JSON document (the per-part progress
+    goes to stderr), with the regressor-alone, fitting and refined figures for the clip."""
+    from tracker.cli import main
+
+    assert main(["train", "eval", str(videos["d3"]), "--every", "10", "--max-frames", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    m = out["clips"]["d3.mp4"]
+    assert m["frames"] == 3 and 0 < m["reg_nme68_pct"] < 15 and m["refine_iterations"] == 3
+    assert out["latency"]["median_ms"] > 0

@@ -33,7 +33,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=3, help="keep every n-th video frame (default 3)")
     p.add_argument("--max-frames", type=int, default=0, help="samples per source, 0 = all")
     p.add_argument("--max-faces", type=int, default=2, help="faces per image (videos: 1)")
-    ev = sub.add_parser("eval", help="measure regressor weights on real clips (JSON to stdout)")
+    ev = sub.add_parser("eval", help="measure regressor weights on real clips (one JSON document to "
+                        "stdout; each part also on stderr as it is done)")
     ev.add_argument("videos", nargs="*", help="video files")
     ev.add_argument("--weights", default=None, help="ONNX weights (default: tracker/data/regressor.onnx)")
     ev.add_argument("--every", type=int, default=2, help="use every n-th frame (default 2)")
@@ -82,19 +83,19 @@ def run(args: argparse.Namespace) -> int:
         reg = make_regressor(w)
         model = load_face_model()
         res = {"weights": str(w), "latency": onnx_latency(w, args.threads), "clips": {}}
-        print("latency", json.dumps(res["latency"]), flush=True)
+        print("latency", json.dumps(res["latency"]), file=sys.stderr, flush=True)
         if args.synthetic:
             from .benchmark import eval_synthetic
             res["synthetic"] = eval_synthetic(w, model, args.synthetic)
-            print("synthetic", json.dumps(res["synthetic"]), flush=True)
+            print("synthetic", json.dumps(res["synthetic"]), file=sys.stderr, flush=True)
         if args.rendered:
             from .benchmark import eval_rendered_clips
             res["rendered"] = eval_rendered_clips(w, model, Path(args.workdir),
                                                   tuple(range(1, args.rendered + 1)))
-            print("rendered", json.dumps(res["rendered"]), flush=True)
+            print("rendered", json.dumps(res["rendered"]), file=sys.stderr, flush=True)
         for v in args.videos:
             res["clips"][Path(v).name] = eval_clip(reg, model, v, args.every, args.max_frames)
-            print(Path(v).name, json.dumps(res["clips"][Path(v).name]), flush=True)
+            print(Path(v).name, json.dumps(res["clips"][Path(v).name]), file=sys.stderr, flush=True)
         print(json.dumps(res, indent=1))
         return 0
     if not args.config or not args.out:
