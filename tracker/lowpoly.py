@@ -152,16 +152,18 @@ def _build_eyes(model: FaceModel, cap_deg: float, n: int, albedo: np.ndarray | N
     for side, (centre, ang) in eye_axes(model).items():
         part = f"eyeball_{side}"
         tris = model.part_faces(part).astype(np.int64)
+        tris = tris[(ang[tris] <= np.radians(cap_deg)).all(1)]
+        d = model.neutral.astype(np.float64) - centre
+        phi = np.arctan2(d[:, 1], d[:, 0])
+        flat = np.stack([ang * np.cos(phi), ang * np.sin(phi)], 1)  # azimuthal equidistant
         pieces = []
         for layer in ("sclera", "iris"):
             if f"{layer}_{side}" not in ranges:
                 continue
             lo, hi = ranges[f"{layer}_{side}"]
-            cap = (ang <= np.radians(cap_deg))
-            layer_tris = tris[((tris >= lo) & (tris < hi)).all(1) & cap[tris].all(1)]
-            d = model.neutral.astype(np.float64) - centre
-            phi = np.arctan2(d[:, 1], d[:, 0])
-            flat = np.stack([ang * np.cos(phi), ang * np.sin(phi)], 1)  # azimuthal equidistant
+            layer_tris = tris[((tris >= lo) & (tris < hi)).all(1)]
+            if not len(layer_tris):
+                continue
             # ICT's iris layer folds back into the eye (a quarter of its triangles face inward):
             # each side of the fold is flattened and decimated on its own
             u = flat[layer_tris]

@@ -188,10 +188,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, say: Callable[[str]
         if not ckpt_path.is_file():
             raise InputError(f"--resume: no checkpoint at {ckpt_path}")
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if tuple(ck.get("pose_anchor", LEGACY_POSE_ANCHOR_M)) != tuple(POSE_ANCHOR_M):
-            raise InputError(f"--resume: {ckpt_path} was trained with its pose at "
-                             f"{tuple(ck.get('pose_anchor', LEGACY_POSE_ANCHOR_M))} (model metres), this "
-                             f"version puts it at {POSE_ANCHOR_M}; start a new run")
+        anchor = tuple(ck.get("pose_anchor", LEGACY_POSE_ANCHOR_M))
+        if anchor != tuple(POSE_ANCHOR_M):
+            raise InputError(f"--resume: {ckpt_path} was trained with its pose at {anchor} (model "
+                             f"metres), this version puts it at {POSE_ANCHOR_M}; start a new run")
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
