@@ -441,3 +441,29 @@ def test_every_frame_reaches_the_overlay_with_the_decoders_planes(talking, model
                 TrackOutputs(tmp_path / "t.csv", overlay=tmp_path / "o.mp4"), progress=False)
     assert len(seen) > 50 and all(seen)
 
+
+@pytest.mark.parametrize("preset", ["ultrafast", "medium"])
+def test_i420_frames_are_encoded_as_they_were_when_written(talking, tmp_path, preset):
+    """The writer hands x264 the I420 array's own memory (no copy): what is encoded is the
+    frame at ``write()`` time even if the caller overwrites the array afterwards (x264 copies
+    the picture in before ``encode`` returns — also with its lookahead and frame threads, as
+    in ``medium``). CRF 0 is lossless, so the check is exact."""
+    from tracker.sources import open_source
+    from tracker.videoout import H264Writer, I420, probe_timing
+
+    with open_source(str(talking)) as src:
+        src.keep_yuv = True
+        frames = [f for _, f in zip(range(12), src)]
+        info = src.info
+    want = [f.yuv.copy() for f in frames]
+    out = tmp_path / "lossless.mp4"
+    timing = probe_timing(str(talking), info.fps)
+    w = H264Writer(out, info.width, info.height, timing, crf=0, preset=preset, threads=0)
+    for f in frames:
+        w.write(I420(f.yuv), timing.pts(f.time_s))
+        f.yuv[:] = 0  # the caller reuses its buffer
+    w.close()
+    with av.open(str(out)) as c:
+        got = [fr.to_ndarray(format="yuv420p") for fr in c.decode(video=0)]
+    assert len(got) == len(want)
+    assert all(np.array_equal(g, x) for g, x in zip(got, want))

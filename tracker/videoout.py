@@ -231,7 +231,9 @@ class H264Writer:
             if not self.takes_i420 or frame.data.shape != (self.height * 3 // 2, self.width):
                 raise ValueError(f"expected a {self.width}x{self.height} 4:2:0 frame, got "
                                  f"{frame.data.shape} for {self.pix_fmt}")
-            f = av.VideoFrame.from_ndarray(frame.data, format="yuv420p")
+            # a frame over the array's own memory, not a copy (0.4 ms a 720p frame in a tracking
+            # run, with the GIL held): x264 copies the picture in before encode() returns
+            f = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(frame.data), format="yuv420p")
         else:
             rgb = frame
             if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
