@@ -265,6 +265,55 @@ def test_track_with_overlay_single_pass(videos, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d12.csv", "d12.csv.json", "d12.mp4"]
 
 
+def test_an_overlay_failing_mid_run_keeps_the_csv(videos, model, tmp_path, monkeypatch):
+    """The encoder fails at frame 20 (a full disk): the overlay is dropped with nothing left
+    behind, tracking goes on, every row reaches the CSV, and the run ends in OverlayError."""
+    import errno
+
+    from tracker.errors import OverlayError
+    from tracker.track import TrackOutputs, track_video
+    from tracker.videoout import H264Writer
+
+    real = H264Writer.write
+
+    def write(self, frame, pts):
+        if self.frames >= 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, frame, pts)
+
+    monkeypatch.setattr(H264Writer, "write", write)
+    (tmp_path / "ov").mkdir()
+    out, ov = tmp_path / "d12.csv", tmp_path / "ov" / "d12.mp4"
+    with pytest.raises(OverlayError, match="No space left"):
+        track_video(str(videos["d12"]), model, load_track_config(),
+                    TrackOutputs(out, overlay=ov), progress=False)
+    header, rows = read_csv(out)
+    assert len(rows) == 183 and (tmp_path / "d12.csv.json").exists()
+    assert list((tmp_path / "ov").iterdir()) == []
+
+
+def test_an_overlay_failing_at_the_end_keeps_the_csv(videos, model, tmp_path):
+    """The overlay's directory disappears mid-run, so the finished video cannot be moved into
+    place: the CSV is still written and the error says what happened."""
+    import shutil
+
+    from tracker.errors import OverlayError
+    from tracker.track import TrackOutputs, track_video
+
+    (tmp_path / "ov").mkdir()
+    out, ov = tmp_path / "d12.csv", tmp_path / "ov" / "d12.mp4"
+
+    def on_frame(fr):
+        if fr.index == 10:
+            shutil.rmtree(tmp_path / "ov")
+
+    with pytest.raises(OverlayError, match="while finishing"):
+        track_video(str(videos["d12"]), model, load_track_config(),
+                    TrackOutputs(out, overlay=ov), progress=False, on_frame=on_frame)
+    header, rows = read_csv(out)
+    assert len(rows) == 183 and not ov.exists()
+
+
 def test_thread_limits_hold_during_tracking_and_are_restored(videos, model, tmp_path):
     """`track_video` runs OpenBLAS and OpenCV with one thread (their idle workers spin on the
     cores MediaPipe needs) and gives the caller its settings back afterwards."""

@@ -10,6 +10,7 @@ clear line on stderr and a non-zero exit code, without a traceback::
     ├── ModelError (also ValueError)        face model missing, malformed, wrong shapes
     ├── ConfigError (also ValueError)       unknown or ill-typed keys in a TOML config
     ├── BackendUnavailableError (also RuntimeError)  optional backend (CUDA, TensorRT, nvdiffrast, Ray) absent
+    ├── OverlayError (also RuntimeError)    the overlay video failed mid-run; the other outputs were written
     └── NetworkError (also OSError)         a download failed (e.g. offline ``face3d model fetch``)
 
 A per-frame failure (no face in a frame) is never an exception: it is ``status="lost"`` on the
@@ -45,6 +46,12 @@ class ConfigError(Face3dError, ValueError):
 
 class BackendUnavailableError(Face3dError, RuntimeError):
     """An optional backend (CUDA, TensorRT, nvdiffrast, Ray, …) is not installed or has no device."""
+
+
+class OverlayError(Face3dError, RuntimeError):
+    """Drawing or encoding the overlay video failed (disk full, encoder error, …). Raised after
+    the run's other outputs (CSV, sidecar) were written: the overlay is the secondary output, so
+    its failure does not throw the tracking away. Nothing is left at the overlay's path."""
 
 
 class NetworkError(Face3dError, OSError):

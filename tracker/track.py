@@ -10,7 +10,10 @@ then written atomically. Ctrl-C stops the loop and writes the rows done so far (
 caller then exits with 130.
 
 A camera that disappears mid-stream raises :class:`tracker.errors.CameraError` *after* the rows
-captured so far are written.
+captured so far are written. An overlay that fails mid-run (disk full, encoder error) is dropped
+— nothing is left at its path — while tracking goes on; the CSV and sidecar are written, then
+:class:`tracker.errors.OverlayError` is raised (exit status 1): the overlay is the secondary
+output and must not cost the tracking.
 
 Decisions for files:
 
@@ -31,7 +34,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -40,12 +43,15 @@ from . import __version__
 from .camera import project, transform
 from .csvout import (CONVENTIONS, AtomicCsv, LIVELINK_COLUMNS, face3d_columns, face3d_row,
                      livelink_row, write_json_atomic)
-from .errors import CameraError, InputError
+from .errors import CameraError, InputError, OverlayError
 from .facemodel import FaceModel, vertices
 from .landmarks import LandmarkDetector
 from .pipeline import FaceTracker, TrackConfig, make_camera
 from .rotation import quat_to_matrix
 from .types import Camera, FaceParams, FaceResult, Frame, FrameResult, VideoInfo
+
+if TYPE_CHECKING:
+    from .overlay import OverlayStream
 
 log = logging.getLogger(__name__)
 
@@ -265,13 +271,18 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
     pos: dict[int, int] = {}
     interrupted = False
     camera_error: CameraError | None = None
+    overlay_error: OverlayError | None = None
     bar = _progress(info.n_frames, progress)
     t0 = time.perf_counter()
     try:
         for frame, faces in stream:
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
             if overlay is not None:
-                overlay.add(frame.image, frame.time_s, fr, frame.yuv)
+                try:
+                    overlay.add(frame.image, frame.time_s, fr, frame.yuv)
+                except Exception as e:  # noqa: BLE001 - the overlay fails alone (OverlayError)
+                    overlay_error = _overlay_failed(overlay, out, e, f"by frame {frame.index}")
+                    overlay = None
             # keep memory flat: landmarks are not needed after fitting
             fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
             pos[fr.index] = len(results)
@@ -309,7 +320,10 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
         if src.truncated and not allow_truncated and not interrupted:
             overlay.abort()
         else:
-            overlay.finish()  # after Ctrl-C too: a valid video of the frames done
+            try:
+                overlay.finish()  # after Ctrl-C too: a valid video of the frames done
+            except Exception as e:  # noqa: BLE001 - the CSV is still written (below)
+                overlay_error = _overlay_failed(overlay, out, e, "while finishing")
     seconds = time.perf_counter() - t0
     if src.truncated and not allow_truncated and not interrupted:
         raise InputError(f"{input_spec}: file is truncated or damaged after {len(results)} frames "
@@ -325,7 +339,21 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
     if camera_error is not None:
         where = f"; the {len(results)} frames before it are in {out.csv}" if out is not None else ""
         raise CameraError(f"{camera_error}{where}")
+    if overlay_error is not None:
+        raise overlay_error
     return summary, results
+
+
+def _overlay_failed(overlay: OverlayStream, out: TrackOutputs | None, exc: Exception,
+                    when: str) -> OverlayError:
+    """Drop a failed overlay (nothing is left at its path) and say so; tracking goes on and the
+    CSV is written, then the run ends with the returned error (exit status 1)."""
+    overlay.abort()
+    path = out.overlay if out is not None else "overlay"
+    csv = f"; the CSV is still written to {out.csv}" if out is not None else ""
+    log.error("%s: the overlay failed %s (%s)%s", path, when, exc, csv)
+    return OverlayError(f"{path}: the overlay video failed {when}: {exc} (no video written; "
+                        f"the other outputs were)")
 
 
 def _apply_revision(results: list[FrameResult], pos: dict[int, int], idx: int, rev: FaceResult) -> None:
