@@ -467,3 +467,20 @@ def test_i420_frames_are_encoded_as_they_were_when_written(talking, tmp_path, pr
         got = [fr.to_ndarray(format="yuv420p") for fr in c.decode(video=0)]
     assert len(got) == len(want)
     assert all(np.array_equal(g, x) for g, x in zip(got, want))
+
+
+def test_bench_overlay_reports_the_cpu_of_each_thread(talking, model):
+    """face3d bench-overlay on a real clip: a ratio against the floor, and the overlay run's CPU
+    split by thread — every face3d worker reports its own time, and the named parts never add
+    up to more than the process used."""
+    from tracker.bench_overlay import bench_overlay
+    from tracker.trackconfig import load_track_config
+
+    r = bench_overlay(str(talking), model, load_track_config(), rounds=1)
+    assert r.frames > 50 and 0.05 < r.whole_vs_floor < 2.0
+    parts = r.thread_cpu_ms
+    assert list(parts) == ["decode", "mediapipe", "tracking", "draw", "encode", "other"]
+    assert all(parts[k] > 0.05 for k in ("decode", "mediapipe", "tracking", "draw", "encode"))
+    named = sum(v for k, v in parts.items() if k != "other")
+    assert named <= r.whole_cpu_ms * 1.02
+    assert sum(parts.values()) == pytest.approx(r.whole_cpu_ms, rel=0.02)

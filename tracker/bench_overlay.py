@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,6 +49,12 @@ class OverlayBench:
     overlay_bytes: int
     rounds: tuple[float, ...] = ()
     """``whole_vs_floor`` of each round."""
+    thread_cpu_ms: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per frame of ``track --overlay`` by thread (medians over the rounds):
+    ``tracking`` (the calling thread: fitting, queueing the overlay, the CSV), face3d's workers
+    (``decode``, ``mediapipe`` — the thread driving MediaPipe's graph —, ``draw``, ``encode``:
+    :mod:`tracker.threadcpu`) and ``other`` (the rest of the process: MediaPipe's graph threads,
+    FFmpeg's, numba's)."""
 
     @property
     def overlay_ms(self) -> float:
@@ -78,6 +84,25 @@ def _timed(fn: Callable[[], T]) -> tuple[T, float, float]:
     c, t = time.process_time(), time.perf_counter()
     r = fn()
     return r, time.perf_counter() - t, time.process_time() - c
+
+
+def _by_thread(fn: Callable[[], T]) -> tuple[T, float, float, dict[str, float]]:
+    """:func:`_timed`, plus the CPU seconds by thread (see :attr:`OverlayBench.thread_cpu_ms`)."""
+    from . import threadcpu
+
+    threadcpu.join_workers()  # a thread of the previous pass still ending would count here
+    before, mine = threadcpu.totals(), time.thread_time()
+    r, wall, cpu = _timed(fn)
+    mine = time.thread_time() - mine
+    threadcpu.join_workers()
+    after = threadcpu.totals()
+    parts = {"tracking": mine}
+    for name, total in after.items():
+        d = total - before.get(name, 0.0)
+        if d > 0:
+            parts[name.removeprefix("face3d-")] = d
+    parts["other"] = max(0.0, cpu - sum(parts.values()))
+    return r, wall, cpu, parts
 
 
 def floor_pass(input_spec: str, max_frames: int | None = None) -> int:
@@ -123,20 +148,26 @@ def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str
         floor_pass(input_spec, WARMUP_FRAMES)
         track(False, WARMUP_FRAMES)
         track(True, WARMUP_FRAMES)
-        runs = []
+        runs, threads = [], []
         for _ in range(max(1, rounds)):
             n, fw1, fc1 = _timed(lambda: floor_pass(input_spec))
             _, tw, tc = _timed(lambda: track(False))
-            _, ww, wc = _timed(lambda: track(True))
+            _, ww, wc, parts = _by_thread(lambda: track(True))
             _, fw2, fc2 = _timed(lambda: floor_pass(input_spec))
             runs.append(((fw1 + fw2) / 2, (fc1 + fc2) / 2, tw, tc, ww, wc))
+            threads.append(parts)
         size = out.stat().st_size
     ms = 1e3 / max(n, 1)
     r = np.array(runs) * ms
     per_round = tuple(float(x) for x in r[:, 0] / r[:, 4])
     med = np.median(r, axis=0)
+    names = sorted({k for p in threads for k in p}, key=_THREAD_ORDER.index)
+    by_thread = {k: float(np.median([p.get(k, 0.0) for p in threads])) * ms for k in names}
     return OverlayBench(str(input_spec), n, mode, preset, crf, float(os.getloadavg()[0]),
-                        *map(float, med), size, per_round)
+                        *map(float, med), size, per_round, by_thread)
+
+
+_THREAD_ORDER = ["decode", "mediapipe", "tracking", "draw", "encode", "other"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -174,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
               f"{r.overlay_ms:.2f} ms/frame); {r.overlay_bytes / max(r.frames, 1) / 1024:.1f} KB/frame")
         print("  track --overlay / floor per round: " + " ".join(f"{x:.2f}" for x in r.rounds)
               + " (the ratio above is their median; times are medians per column)")
+        print("  track --overlay CPU ms/frame by thread: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r.thread_cpu_ms.items())
+              + " (other: MediaPipe's graph threads and the libraries' own)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -48,6 +48,7 @@ from kernels.colour import (
     yuv_coefficients,
 )
 
+from . import threadcpu
 from .errors import InputError
 from .facemodel import FaceModel
 from .rotation import quat_to_matrix
@@ -547,15 +548,18 @@ class _ThreadedSink:
         self.th.start()
 
     def _run(self) -> None:
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if self.error is None:
-                try:
-                    self.writer.write(*item)
-                except BaseException as e:  # noqa: BLE001 - handed to the producer
-                    self.error = e
+        try:
+            while True:
+                item = self.q.get()
+                if item is None:
+                    return
+                if self.error is None:
+                    try:
+                        self.writer.write(*item)
+                    except BaseException as e:  # noqa: BLE001 - handed to the producer
+                        self.error = e
+        finally:
+            threadcpu.record()
 
     def put(self, item: object, pts: int) -> None:
         if self.error is not None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import __version__
+from . import __version__, threadcpu
 from .camera import project, transform
 from .csvout import (CONVENTIONS, AtomicCsv, LIVELINK_COLUMNS, face3d_columns, face3d_row,
                      livelink_row, write_json_atomic)
@@ -154,6 +154,7 @@ class prefetch(Iterator[T]):  # noqa: N801 - used like a generator function
             close = getattr(it, "close", None)
             if close is not None:
                 close()  # a generator source is finished in the thread that ran it
+            threadcpu.record()
 
     def __iter__(self) -> "prefetch[T]":
         return self
