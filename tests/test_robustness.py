@@ -336,11 +336,15 @@ def _has_open(pid: int, path: Path) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_writes_the_rows_done(tmp_path, videos, model_path):
+@pytest.mark.parametrize("overlay", [False, True], ids=["csv", "csv+overlay"])
+def test_ctrl_c_writes_the_rows_done(tmp_path, videos, model_path, overlay):
+    """Ctrl-C mid-run: exit 130, a valid CSV of the frames done — and with --overlay, a valid
+    video of exactly those frames."""
     video = videos["d6"].resolve()  # 1008 frames: several seconds of work
     out_dir = tmp_path / "out"
+    extra = ["--overlay", str(out_dir / "x.mp4")] if overlay else []
     proc = subprocess.Popen([sys.executable, "-m", "tracker.cli", "track", str(video), "--csv",
-                             str(out_dir / "x.csv")], stdout=subprocess.PIPE,
+                             str(out_dir / "x.csv"), *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         deadline = time.monotonic() + 120
@@ -366,7 +370,13 @@ def test_ctrl_c_writes_the_rows_done(tmp_path, videos, model_path):
     assert np.mean(t.status == "tracked") > 0.95
     side = __import__("json").loads((out_dir / "x.csv.json").read_text())
     assert side["summary"]["interrupted"] is True and side["summary"]["frames"] == n
-    assert sorted(p.name for p in out_dir.iterdir()) == ["x.csv", "x.csv.json"]
+    want = ["x.csv", "x.csv.json"] + (["x.mp4"] if overlay else [])
+    assert sorted(p.name for p in out_dir.iterdir()) == want
+    if overlay:
+        import av
+        with av.open(str(out_dir / "x.mp4")) as c:
+            times = [float(f.time) for f in c.decode(video=0)]
+        assert len(times) == n and np.allclose(times, t.col("time_s"), atol=2e-3)
 
 
 # ------------------------------------------------------------------------------------ memory
