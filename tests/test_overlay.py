@@ -484,3 +484,29 @@ def test_bench_overlay_reports_the_cpu_of_each_thread(talking, model):
     named = sum(v for k, v in parts.items() if k != "other")
     assert named <= r.whole_cpu_ms * 1.02
     assert sum(parts.values()) == pytest.approx(r.whole_cpu_ms, rel=0.02)
+
+
+def test_overlay_quality_flags_on_the_command_line(talking, tmp_path):
+    """`face3d track --overlay-crf/--overlay-preset` reach the encoder (a higher CRF gives a far
+    smaller file of the same frames); out-of-range values are usage errors (exit 2)."""
+    import subprocess
+    import sys
+
+    def track(*extra):
+        return subprocess.run([sys.executable, "-m", "tracker.cli", "track", str(talking),
+                               "--csv", str(tmp_path / "t.csv"), *map(str, extra)],
+                              capture_output=True, text=True, timeout=300)
+
+    sizes = {}
+    for crf, preset in ((12, "ultrafast"), (40, "veryfast")):
+        out = tmp_path / f"crf{crf}.mp4"
+        r = track("--overlay", out, "--overlay-crf", crf, "--overlay-preset", preset)
+        assert r.returncode == 0, r.stderr
+        with av.open(str(out)) as c:
+            assert sum(1 for _ in c.decode(video=0)) > 50
+        sizes[crf] = out.stat().st_size
+    assert sizes[40] < 0.2 * sizes[12], sizes
+    for bad in (["--overlay-crf", "60"], ["--overlay-crf", "x"], ["--overlay-preset", "quick"]):
+        r = track("--overlay", tmp_path / "bad.mp4", *bad)
+        assert r.returncode == 2 and bad[0] in r.stderr, r.stderr
+    assert not (tmp_path / "bad.mp4").exists()
