@@ -317,6 +317,38 @@ def test_live_rotation_handles_half_turn_jump():
     assert ang + float(quat_angle_deg(y, q1)) == pytest.approx(179.9, abs=1e-6)  # on the geodesic
 
 
+def test_live_rotation_step_is_the_quaternion_definition():
+    """The live rotation filter runs on plain floats (speed); it must equal its definition in
+    the quaternion library — δ = log(q̂⁻¹ q), ω ← ω + α_d (δ/dt − ω), q̂ ← q̂ · exp(α(|ω|) δ) —
+    over random walks with jumps, sign flips, scaled inputs and irregular times."""
+    from tracker.smoothing import RotationFilterState, _alpha
+
+    p = CFG.live.rotation
+    rng = np.random.default_rng(3)
+
+    def reference(state, t, q):
+        q = quat_normalize(q)
+        if state is None:
+            return RotationFilterState(t, q, np.zeros(3)), q
+        dt = t - state.t
+        delta = quat_to_rotvec(quat_multiply(quat_conjugate(state.q), q))
+        omega = state.omega + _alpha(p.d_cutoff, dt) * (delta / dt - state.omega)
+        a = _alpha(p.min_cutoff + p.beta * float(np.linalg.norm(omega)), dt)
+        y = quat_normalize(quat_multiply(state.q, rotvec_to_quat(a * delta)))
+        return RotationFilterState(t, y, omega), y
+
+    q, t = np.array([1.0, 0.0, 0.0, 0.0]), 0.0
+    got = want = None
+    for i in range(1500):
+        q = quat_multiply(q, rotvec_to_quat(rng.normal(0, 1.5 if i % 97 == 0 else 0.04, 3)))
+        qq = q * rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 2.0)
+        t += rng.uniform(0.01, 0.06)
+        got, y = one_euro_rotation_step(got, t, qq, p)
+        want, y_ref = reference(want, t, qq)
+        np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got.omega, want.omega, rtol=0, atol=1e-9)
+
+
 # -------------------------------------------------------------------------------- offline
 
 @pytest.mark.parametrize("times", [times_30, times_vfr], ids=["30fps", "vfr"])
