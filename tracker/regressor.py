@@ -23,6 +23,7 @@ Torch and TensorRT are imported lazily, only by their backends.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -108,18 +109,26 @@ def weights_anchor(meta: dict[str, str]) -> tuple[float, float, float]:
     return a  # type: ignore[return-value]
 
 
-def rotate_sh(gamma: np.ndarray, rot: np.ndarray) -> np.ndarray:
-    """SH lighting ``(27,)`` for normals in frame A → the same light for normals in frame B, where
-    ``n_A = rot @ n_B``: ``Σ γ'_j b_j(n) = Σ γ_j b_j(rot @ n)`` (bands 0–2 are closed under
-    rotation, so a least-squares fit on sample normals is exact)."""
+@functools.lru_cache(maxsize=1)
+def _sh_samples() -> tuple[np.ndarray, np.ndarray]:
+    """64 fixed unit normals and the pseudo-inverse ``(9, 64)`` of their SH basis."""
     from kernels.shading import sh_basis
 
     rng = np.random.default_rng(0)
     n = rng.normal(size=(64, 3))
     n /= np.linalg.norm(n, axis=1, keepdims=True)
-    b = sh_basis(n)
-    b_rot = sh_basis(n @ np.asarray(rot, np.float64).T)
-    m = np.linalg.lstsq(b, b_rot, rcond=None)[0]  # (9, 9): b_rot = b @ m
+    return n, np.linalg.pinv(sh_basis(n))
+
+
+def rotate_sh(gamma: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """SH lighting ``(27,)`` for normals in frame A → the same light for normals in frame B, where
+    ``n_A = rot @ n_B``: ``Σ γ'_j b_j(n) = Σ γ_j b_j(rot @ n)`` (bands 0–2 are closed under
+    rotation, so a least-squares fit on sample normals is exact; the samples' pseudo-inverse is
+    computed once, not per call)."""
+    from kernels.shading import sh_basis
+
+    n, b_pinv = _sh_samples()
+    m = b_pinv @ sh_basis(n @ np.asarray(rot, np.float64).T)  # (9, 9): b_rot = b @ m
     g = np.asarray(gamma, np.float64).reshape(3, 9)
     return (g @ m.T).reshape(27).astype(np.float32)
 
