@@ -141,3 +141,38 @@ def test_real_face_crop(videos):
     err = np.linalg.norm(apply_affine(a, five_points(faces[0].points)) - template_pixels(128), axis=1)
     assert err.max() < 6.0  # crop pixels
     assert isinstance(crop_camera(Camera(500, 500, 256, 256, 512, 512), a, 128)[0], Camera)
+
+
+def test_crops_inside_the_frame_equal_the_replicated_border_ones(videos):
+    """warp_crop takes OpenCV's faster constant-border path when every sample lies inside the
+    frame: on real faces (720p and 512 px clips, crops inside and across the frame edge) its
+    crops equal the replicated-border warp bit for bit."""
+    from itertools import islice
+
+    import cv2
+
+    from tracker.landmarks import LandmarkDetector
+    from tracker.sources import open_source
+
+    n_inside = n = 0
+    for clip in ("d13", "d3"):
+        with open_source(str(videos[clip])) as src, LandmarkDetector() as det:
+            for f in islice(src, 0, 60, 6):
+                faces = det.detect(f.image, f.time_s)
+                if not faces:
+                    continue
+                for size in (224, 96):
+                    a = align_affine(faces[0].points, size)
+                    got = warp_crop(f.image, a, size).image
+                    shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) \
+                        @ np.vstack([a, [0, 0, 1]]) @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+                    want = cv2.warpAffine(f.image, shift[:2], (size, size), flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE)
+                    assert np.array_equal(got, want), (clip, f.index, size)
+                    inv = np.linalg.inv(shift)[:2]
+                    c = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1],
+                                  [size - 1, size - 1, 1]]) @ inv.T
+                    n_inside += bool(c.min() >= 1 and c[:, 0].max() <= f.image.shape[1] - 3
+                                     and c[:, 1].max() <= f.image.shape[0] - 3)
+                    n += 1
+    assert n >= 30 and 0 < n_inside < n  # both paths were taken
