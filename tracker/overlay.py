@@ -79,9 +79,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 OVERLAY_PARTS = ("face", "eyeball_left", "eyeball_right")
 DEFAULT_CRF = 23
 """libx264 CRF of overlay videos: x264's own default quality. Measured with ultrafast, one thread
-(x264 alone, CPU per frame / size): 720x1280 (d13) CRF 20 4.20 ms / 20.1 KB, 23 3.45 ms / 13.0 KB,
-26 2.82 ms / 8.0 KB; 512x512 (WDA) 1.30 / 1.19 / 1.06 ms. At 720p the encoder is the largest
-part of the overlay's cost."""
+(x264 alone on decoded d13 frames, 720x1280, CPU per frame / size): CRF 20 3.6 ms / 21.6 KB,
+23 2.9–3.2 ms / 14.1 KB, 26 2.5–2.8 ms / 8.8 KB; 512x512 (WDA) CRF 23 1.1–1.3 ms. At 720p the
+encoder is the largest part of the overlay's cost. A constant QP would skip CRF's look-ahead
+estimate (0.4–0.6 ms at 720p) but ignores the content: on grainy WDA, QP 19 doubles the file
+against CRF 23, which settles at QP 25 there. So CRF it is; ``--overlay-crf`` trades."""
 DEFAULT_PRESET = "ultrafast"
 """libx264 preset. Measured re-encoding d10 (512x512, CRF 20, 2 loaded cores): ultrafast 6.7 KB
 per frame, superfast 3.8, veryfast 2.4, for 3.5 / 4.6 / 6.2 ms of CPU per frame (RGB→YUV and
