@@ -169,7 +169,8 @@ class Source:
     ``n_corrupt`` (packets skipped as undecodable); ``frames_read``. Iterating again after the end
     restarts a file from its beginning.
 
-    ``keep_yuv`` (set before iterating): frames also carry the decoder's own planes
+    ``keep_yuv`` (set before iterating; clearing it later stops the copies from the next frame
+    on): frames also carry the decoder's own planes
     (:attr:`Frame.yuv`) when they are 8-bit limited-range 4:2:0 (``yuv420p``), even-sized and
     unrotated — the overlay re-encodes those without a full-frame RGB → YUV conversion.
     """

@@ -284,6 +284,7 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
                 except Exception as e:  # noqa: BLE001 - the overlay fails alone (OverlayError)
                     overlay_error = _overlay_failed(overlay, out, e, f"by frame {frame.index}")
                     overlay = None
+                    src.keep_yuv = False  # the planes were for the overlay
             # keep memory flat: landmarks are not needed after fitting
             fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
             pos[fr.index] = len(results)
