@@ -3,7 +3,7 @@ a one-pass premultiplied blend, and the blend of a layer straight into YUV plane
 
 The overlay hands the encoder the decoder's own YUV planes (:mod:`tracker.overlay`) instead of
 converting every RGB frame (swscale, ~0.5 ms a 512x512 frame): a shaded face is blended into the
-planes in YUV (:func:`blend_layer_i420`, 0.3 ms for a 300x380 face), other modes convert only
+planes in YUV (:func:`blend_layer_i420`, 0.34 ms for a 541x390 face), other modes convert only
 the window they drew (:func:`rgb_to_i420`, 0.36 ms for 250x300). Chroma is the mean of each 2x2
 block (the RGB means converted, which is the same thing: the transform is linear).
 
@@ -110,45 +110,119 @@ def blend_layer_i420(rgba: np.ndarray, x0: int, y0: int, opacity: float, coeffs:
     ``s · (1 − A) + A · off + M · C``: no RGB frame is read or converted. ``Y`` uses each
     pixel's ``A`` and ``C``; ``U``/``V`` the means over their 2x2 block (pixels outside the
     layer count as uncovered), i.e. the chroma of the blended block's mean colour. Samples with
-    no coverage keep their value bit for bit. 0.3 ms for a 300x380 layer (the RGB path —
-    blend an RGB window, convert it — 0.6 ms)."""
+    no coverage keep their value bit for bit (``s · 1 + 0``, rounded).
+
+    All arrays C-contiguous. The chroma blocks whose four pixels all lie in the layer (all but
+    its rim) go through branch-free row kernels that LLVM vectorizes (:func:`_blend_y_run`,
+    :func:`_blend_uv_run`); the rim block by block (:func:`_blend_block`). A d13 face layer
+    (541x390, 720x1280 frame): 0.34 ms, against 0.79 ms block by block throughout."""
     o = np.float32(opacity)
-    zero, one = np.float32(0.0), np.float32(1.0)
     s255 = o * np.float32(255.0)
     h, w = rgba.shape[0], rgba.shape[1]
     hh, ww = y.shape[0], y.shape[1]
-    for bi in range(max(y0, 0) // 2, min(y0 + h + 1, hh) // 2):
-        for bj in range(max(x0, 0) // 2, min(x0 + w + 1, ww) // 2):
-            sa = zero
-            sr = zero
-            sg = zero
-            sb = zero
-            for di in range(2):
-                py = 2 * bi + di
-                ly = py - y0
-                if ly < 0 or ly >= h:
-                    continue
-                for dj in range(2):
-                    px = 2 * bj + dj
-                    lx = px - x0
-                    if lx < 0 or lx >= w:
-                        continue
-                    a = min(max(rgba[ly, lx, 3], zero), one) * o
-                    if a <= 0.0:
-                        continue
-                    r = s255 * min(max(rgba[ly, lx, 0], zero), one)
-                    g = s255 * min(max(rgba[ly, lx, 1], zero), one)
-                    b = s255 * min(max(rgba[ly, lx, 2], zero), one)
-                    y[py, px] = _blend(y[py, px], a, coeffs, 0, r, g, b)
-                    sa += a
-                    sr += r
-                    sg += g
-                    sb += b
-            if sa > 0.0:
-                q = np.float32(0.25)
-                sa *= q
-                sr *= q
-                sg *= q
-                sb *= q
-                u[bi, bj] = _blend(u[bi, bj], sa, coeffs, 1, sr, sg, sb)
-                v[bi, bj] = _blend(v[bi, bj], sa, coeffs, 2, sr, sg, sb)
+    bi0, bi1 = max(y0, 0) // 2, min(y0 + h + 1, hh) // 2
+    bj0, bj1 = max(x0, 0) // 2, min(x0 + w + 1, ww) // 2
+    # blocks with all four pixels inside the layer (and the frame)
+    ci0, ci1 = max((y0 + 1) // 2, 0), min((y0 + h) // 2, hh // 2)
+    cj0, cj1 = max((x0 + 1) // 2, 0), min((x0 + w) // 2, ww // 2)
+    n = cj1 - cj0
+    k0, k1, k2 = coeffs[0, 0] * s255, coeffs[0, 1] * s255, coeffs[0, 2] * s255
+    q = np.float32(0.25)
+    cu, cv = coeffs[1].copy(), coeffs[2].copy()
+    flat, yf, uf, vf = rgba.reshape(-1), y.reshape(-1), u.reshape(-1), v.reshape(-1)
+    for bi in range(bi0, bi1):
+        if n <= 0 or bi < ci0 or bi >= ci1:
+            for bj in range(bj0, bj1):
+                _blend_block(rgba, x0, y0, o, s255, coeffs, y, u, v, bi, bj)
+            continue
+        for bj in range(bj0, cj0):
+            _blend_block(rgba, x0, y0, o, s255, coeffs, y, u, v, bi, bj)
+        for bj in range(cj1, bj1):
+            _blend_block(rgba, x0, y0, o, s255, coeffs, y, u, v, bi, bj)
+        s = ((2 * bi - y0) * w + 2 * cj0 - x0) * 4  # the block row's first layer sample
+        d = 2 * bi * ww + 2 * cj0
+        _blend_y_run(flat[s:s + 8 * n], yf[d:d + 2 * n], 2 * n, o, k0, k1, k2, coeffs[0, 3])
+        _blend_y_run(flat[s + 4 * w:s + 4 * w + 8 * n], yf[d + ww:d + ww + 2 * n], 2 * n, o,
+                     k0, k1, k2, coeffs[0, 3])
+        c = bi * (ww // 2) + cj0
+        _blend_uv_run(flat[s:s + 8 * n], flat[s + 4 * w:s + 4 * w + 8 * n], uf[c:c + n],
+                      vf[c:c + n], n, q * o, q * s255, cu, cv)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _c01(x: float) -> float:
+    return min(max(x, np.float32(0.0)), np.float32(1.0))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _blend_y_run(src: np.ndarray, dst: np.ndarray, n: int, o: float, k0: float, k1: float,
+                 k2: float, off: float) -> None:
+    """``n`` luma samples ``dst`` under ``n`` RGBA pixels ``src`` (flat), as in
+    :func:`blend_layer_i420` (``k = M_Y · o · 255``). Unsigned indices: no negative-index
+    wraparound, so the loop vectorizes."""
+    one, half, top = np.float32(1.0), np.float32(0.5), np.float32(255.0)
+    for k in range(numba.uint64(n)):
+        b = numba.uint64(4) * k
+        a = _c01(src[b + numba.uint64(3)]) * o
+        x = (np.float32(dst[k]) * (one - a) + a * off + k0 * _c01(src[b])
+             + k1 * _c01(src[b + numba.uint64(1)]) + k2 * _c01(src[b + numba.uint64(2)]) + half)
+        dst[k] = np.uint8(min(x, top))  # >= 0: the Y weights and offset are
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _blend_uv_run(s0: np.ndarray, s1: np.ndarray, du: np.ndarray, dv: np.ndarray, n: int,
+                  qo: float, qs: float, cu: np.ndarray, cv: np.ndarray) -> None:
+    """``n`` chroma samples under the 2x2 blocks of two RGBA rows ``s0``, ``s1`` (flat, ``2n``
+    pixels each), as in :func:`blend_layer_i420` (``qo = o / 4``, ``qs = o · 255 / 4``)."""
+    one, half, zero, top = np.float32(1.0), np.float32(0.5), np.float32(0.0), np.float32(255.0)
+    u0, u1, u2, u3 = cu[0], cu[1], cu[2], cu[3]
+    v0, v1, v2, v3 = cv[0], cv[1], cv[2], cv[3]
+    i1, i2, i3, i4 = numba.uint64(1), numba.uint64(2), numba.uint64(3), numba.uint64(4)
+    for j in range(numba.uint64(n)):
+        b = numba.uint64(8) * j
+        a = (_c01(s0[b + i3]) + _c01(s0[b + i3 + i4]) + _c01(s1[b + i3]) + _c01(s1[b + i3 + i4])) * qo
+        r = (_c01(s0[b]) + _c01(s0[b + i4]) + _c01(s1[b]) + _c01(s1[b + i4])) * qs
+        g = (_c01(s0[b + i1]) + _c01(s0[b + i1 + i4]) + _c01(s1[b + i1]) + _c01(s1[b + i1 + i4])) * qs
+        bl = (_c01(s0[b + i2]) + _c01(s0[b + i2 + i4]) + _c01(s1[b + i2]) + _c01(s1[b + i2 + i4])) * qs
+        x = np.float32(du[j]) * (one - a) + a * u3 + u0 * r + u1 * g + u2 * bl + half
+        du[j] = np.uint8(min(max(x, zero), top))
+        x = np.float32(dv[j]) * (one - a) + a * v3 + v0 * r + v1 * g + v2 * bl + half
+        dv[j] = np.uint8(min(max(x, zero), top))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _blend_block(rgba: np.ndarray, x0: int, y0: int, o: float, s255: float, coeffs: np.ndarray,
+                 y: np.ndarray, u: np.ndarray, v: np.ndarray, bi: int, bj: int) -> None:
+    """One 2x2 block ``(bi, bj)`` of :func:`blend_layer_i420`, any of its pixels outside the
+    layer or the frame (the layer's rim)."""
+    zero, one = np.float32(0.0), np.float32(1.0)
+    h, w = rgba.shape[0], rgba.shape[1]
+    sa = zero
+    sr = zero
+    sg = zero
+    sb = zero
+    for di in range(2):
+        py = 2 * bi + di
+        ly = py - y0
+        if ly < 0 or ly >= h:
+            continue
+        for dj in range(2):
+            px = 2 * bj + dj
+            lx = px - x0
+            if lx < 0 or lx >= w:
+                continue
+            a = min(max(rgba[ly, lx, 3], zero), one) * o
+            if a <= 0.0:
+                continue
+            r = s255 * min(max(rgba[ly, lx, 0], zero), one)
+            g = s255 * min(max(rgba[ly, lx, 1], zero), one)
+            b = s255 * min(max(rgba[ly, lx, 2], zero), one)
+            y[py, px] = _blend(y[py, px], a, coeffs, 0, r, g, b)
+            sa += a
+            sr += r
+            sg += g
+            sb += b
+    if sa > 0.0:
+        q = np.float32(0.25)
+        u[bi, bj] = _blend(u[bi, bj], sa * q, coeffs, 1, sr * q, sg * q, sb * q)
+        v[bi, bj] = _blend(v[bi, bj], sa * q, coeffs, 2, sr * q, sg * q, sb * q)

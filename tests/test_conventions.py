@@ -137,3 +137,18 @@ def test_fov_is_along_the_longer_side():
     assert 2 * np.degrees(np.arctan(640 / land.fx)) == pytest.approx(60.0)
     with pytest.raises(ValueError):
         camera_from_fov(100, 100, 0.0)
+
+
+def test_single_quaternion_paths_equal_the_batched_ones():
+    """quat_to_matrix / quat_to_euler take a float fast path for one quaternion; it must give
+    what the array path gives (unnormalised inputs, both hemispheres, gimbal lock)."""
+    rng = np.random.default_rng(3)
+    qs = rng.normal(size=(500, 4)) * rng.uniform(0.05, 20.0, (500, 1))
+    s = np.sqrt(0.5)
+    qs[:6] = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, -1], [s, s, 0, 0], [s, -s, 0, 0],
+              [0.5, 0.5, 0.5, 0.5]]  # identity, 180° turns, pitch ±90° (gimbal lock)
+    mats, eul = quat_to_matrix(qs), quat_to_euler(qs)
+    for q, m, e in zip(qs, mats, eul):
+        np.testing.assert_array_equal(quat_to_matrix(q), m)
+        np.testing.assert_allclose(quat_to_euler(q), e, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(quat_to_euler(list(q)), e, rtol=0, atol=1e-9)

@@ -402,6 +402,72 @@ def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, track
             assert np.abs(a.astype(int) - b).mean() < 0.5
 
 
+def _blend_reference(rgba, x0, y0, o, coeffs, planes):
+    """blend_layer_i420's definition in float64 numpy: (Y, U, V) and where each is covered."""
+    y, u, v = (p.astype(np.float64) for p in planes)
+    hh, ww = y.shape
+    a = np.zeros((hh, ww))
+    c = np.zeros((hh, ww, 3))
+    h, w = rgba.shape[:2]
+    ys = slice(max(y0, 0), max(y0, 0, min(y0 + h, hh)))
+    xs = slice(max(x0, 0), max(x0, 0, min(x0 + w, ww)))
+    win = np.clip(rgba[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0], 0, 1)
+    a[ys, xs] = o * win[..., 3]
+    c[ys, xs] = o * 255.0 * win[..., :3]
+    m = coeffs.astype(np.float64)
+
+    def blend(s, a, c, k):
+        return np.floor(np.clip(s * (1 - a) + a * m[k, 3] + c @ m[k, :3] + 0.5, 0, 255))
+
+    ab = a.reshape(hh // 2, 2, ww // 2, 2).mean(axis=(1, 3))
+    cb = c.reshape(hh // 2, 2, ww // 2, 2, 3).mean(axis=(1, 3))
+    return ((blend(y, a, c, 0), a > 0), (blend(u, ab, cb, 1), ab > 0),
+            (blend(v, ab, cb, 2), ab > 0))
+
+
+def test_yuv_blend_kernel_matches_its_definition_anywhere_on_the_frame(talking, tracked, model):
+    """kernels.colour.blend_layer_i420 (vectorized rows inside the layer, block by block on its
+    rim) against its definition, for a real face layer placed at even and odd offsets and across
+    each edge of the frame: within one level where the layer covers, bit for bit elsewhere."""
+    from kernels.colour import blend_layer_i420, yuv_coefficients
+    from tracker.overlay import VIDEO_STYLE, FaceDrawer, faces_of
+    from tracker.pipeline import make_camera
+    from tracker.sources import open_source
+    from tracker.videoout import I420
+
+    cfg, results = tracked
+    with open_source(str(talking)) as src:
+        src.keep_yuv = True
+        frame = next(iter(src))
+        cam = make_camera(src.info, cfg)
+    d = FaceDrawer(model, cam, "shaded", VIDEO_STYLE)
+    p = faces_of(results[frame.index])[0]
+    layer = d._shaded(cam, d._camera_vertices(p), p)  # the real face layer
+    rgba = np.ascontiguousarray(layer.rgba)
+    h, w = rgba.shape[:2]
+    hh, ww = frame.yuv.shape[0] * 2 // 3, frame.yuv.shape[1]
+    coeffs = yuv_coefficients(1, False)
+    placed = [(layer.x0, layer.y0), (layer.x0 + 1, layer.y0), (layer.x0, layer.y0 + 1),
+              (layer.x0 + 1, layer.y0 + 1), (-w // 2 - 1, -h // 3), (ww - w // 3, hh - h // 2 + 1),
+              (-w + w // 4 + 1, 10), (ww - w // 4, hh - 31), (-w - 5, 0)]
+    # the face's middle: covered up to its edges, so the rim's blocks are really blended
+    mid = np.ascontiguousarray(rgba[h // 4:-h // 4, w // 4:-w // 4])
+    assert mid[0, :, 3].min() > 0.5 and mid[:, -1, 3].min() > 0.5
+    cases = [(rgba, x0, y0) for x0, y0 in placed] + [
+        (mid, x0 + dx, y0 + dy) for x0, y0 in placed[:1] for dx in (0, 1) for dy in (0, 1)]
+    for layer_rgba, x0, y0 in cases:
+        out = I420(frame.yuv.copy())
+        blend_layer_i420(layer_rgba, x0, y0, 0.85, coeffs, *out.planes())
+        ref = _blend_reference(layer_rgba, x0, y0, 0.85, coeffs, I420(frame.yuv).planes())
+        for got, (want, covered), inp in zip(out.planes(), ref, I420(frame.yuv).planes()):
+            diff = np.abs(got.astype(int) - want)
+            assert diff.max() <= 1, (x0, y0)
+            assert np.array_equal(got[~covered], inp[~covered]), (x0, y0)
+        covered = int(ref[0][1].sum())
+        off_frame = (x0, y0) == (-w - 5, 0)
+        assert (covered == 0) if off_frame else (covered > 0), (x0, y0, covered)
+
+
 def test_overlay_encoder_settings_reach_the_encoder(talking, model, tmp_path):
     """TrackOutputs.overlay_crf is what the overlay is encoded with (bench-overlay --crf relies on
     it): a higher CRF gives a smaller file of the same frames."""
@@ -484,6 +550,36 @@ def test_bench_overlay_reports_the_cpu_of_each_thread(talking, model):
     named = sum(v for k, v in parts.items() if k != "other")
     assert named <= r.whole_cpu_ms * 1.02
     assert sum(parts.values()) == pytest.approx(r.whole_cpu_ms, rel=0.02)
+
+
+def test_join_workers_waits_for_workers_only():
+    """threadcpu.join_workers joins the per-pass workers (so their CPU is recorded) and not the
+    long-lived face3d-* threads (the stderr filter, a server): waiting for one of those cost
+    bench-overlay its whole timeout twice a round."""
+    import threading
+    import time
+
+    from tracker import threadcpu
+
+    release = threading.Event()
+    service = threading.Thread(target=release.wait, name="face3d-stderr", daemon=True)
+    service.start()
+
+    def work() -> None:
+        time.sleep(0.2)
+        threadcpu.record()
+
+    worker = threading.Thread(target=work, name=threadcpu.worker_name("test-worker"))
+    worker.start()
+    t0 = time.monotonic()
+    threadcpu.join_workers(timeout=30.0)
+    waited = time.monotonic() - t0
+    try:
+        assert not worker.is_alive() and service.is_alive()
+        assert waited < 20.0  # it returned on its own, not at the timeout
+        assert "face3d-test-worker" in threadcpu.totals()
+    finally:
+        release.set()
 
 
 def test_overlay_quality_flags_on_the_command_line(talking, tmp_path):

@@ -248,8 +248,8 @@ class FaceDrawer:
             x_cam = self._camera_vertices(faces[0])
             layer = self._shaded(self.cam, x_cam, faces[0])
             if layer is not None:
-                blend_layer_i420(layer.rgba, layer.x0, layer.y0, self.style.alpha, coeffs,
-                                 *planes)
+                blend_layer_i420(np.ascontiguousarray(layer.rgba), layer.x0, layer.y0,
+                                 self.style.alpha, coeffs, *planes)
         return True
 
     def _shaded(self, cam: Camera, x_cam: np.ndarray, p: FaceParams) -> Layer | None:
@@ -546,7 +546,7 @@ class _ThreadedSink:
         self.writer = writer
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.th = threading.Thread(target=self._run, name=f"face3d-{name}", daemon=True)
+        self.th = threading.Thread(target=self._run, name=threadcpu.worker_name(name), daemon=True)
         self.th.start()
 
     def _run(self) -> None:

@@ -13,6 +13,8 @@ Conventions (pinned by tests):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -26,6 +28,8 @@ def quat_normalize(q: np.ndarray) -> np.ndarray:
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     """``(…, 4)`` quaternion (w, x, y, z) → ``(…, 3, 3)`` rotation matrix."""
     q = np.asarray(q, np.float64)
+    if q.shape == (4,):
+        return _quat_to_matrix_1(q)
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = np.moveaxis(q, -1, 0)
     r = np.stack([
@@ -34,6 +38,19 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ], axis=-1)
     return r.reshape(q.shape[:-1] + (3, 3))
+
+
+def _quat_to_matrix_1(q: np.ndarray) -> np.ndarray:
+    """:func:`quat_to_matrix` of one quaternion on Python floats, the same formula: 2 against
+    17 µs — the fitting, the overlay and each CSV row call it per frame."""
+    w, x, y, z = q.tolist()
+    n = math.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / n, x / n, y / n, z / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
 
 
 def matrix_to_quat(r: np.ndarray) -> np.ndarray:
@@ -117,6 +134,8 @@ def quat_to_euler(q: np.ndarray) -> np.ndarray:
 
     Pitch is in [-90, 90]; at ±90 (gimbal lock) roll is set to 0.
     """
+    if np.shape(q) == (4,):
+        return _quat_to_euler_1(np.asarray(q, np.float64))
     r = quat_to_matrix(q)
     # R = Ry Rx Rz: R[1,2] = -sin(pitch); R[0,2] = cos p sin y; R[2,2] = cos p cos y;
     # R[1,0] = cos p sin r; R[1,1] = cos p cos r
@@ -125,6 +144,16 @@ def quat_to_euler(q: np.ndarray) -> np.ndarray:
     yaw = np.arctan2(r[..., 0, 2], r[..., 2, 2])
     roll = np.arctan2(r[..., 1, 0], r[..., 1, 1])
     return np.degrees(np.stack([yaw, pitch, roll], axis=-1))
+
+
+def _quat_to_euler_1(q: np.ndarray) -> np.ndarray:
+    """:func:`quat_to_euler` of one quaternion on Python floats, the same formulas (3.6 against
+    27 µs: one per CSV row)."""
+    r = _quat_to_matrix_1(q).tolist()
+    pitch = math.asin(min(max(-r[1][2], -1.0), 1.0))
+    yaw = math.atan2(r[0][2], r[2][2])
+    roll = math.atan2(r[1][0], r[1][1])
+    return np.degrees(np.array([yaw, pitch, roll]))
 
 
 def quat_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,7 +13,19 @@ import threading
 import time
 
 _totals: dict[str, float] = {}
+_workers: set[str] = set()
 _lock = threading.Lock()
+
+
+def worker_name(name: str) -> str:
+    """``face3d-{name}``, the name to give a per-pass worker thread that calls :func:`record`
+    as it ends; :func:`join_workers` waits for threads of these names only. (Long-lived threads
+    — the stderr filter, a server's loop — also start with ``face3d-`` but never end in a pass:
+    waiting for them cost a benchmark its 10 s timeout twice per round.)"""
+    full = f"face3d-{name}"
+    with _lock:
+        _workers.add(full)
+    return full
 
 
 def record(name: str | None = None) -> None:
@@ -32,10 +44,12 @@ def totals() -> dict[str, float]:
 
 
 def join_workers(timeout: float = 10.0) -> None:
-    """Wait for face3d's worker threads still winding down (their totals are recorded as they
-    end); a benchmark calls this before reading :func:`totals`."""
+    """Wait for face3d's worker threads (:func:`worker_name`) still winding down (their totals
+    are recorded as they end); a benchmark calls this before reading :func:`totals`."""
     me = threading.current_thread()
     deadline = time.monotonic() + timeout
+    with _lock:
+        workers = set(_workers)
     for t in threading.enumerate():
-        if t is not me and t.name.startswith("face3d-"):
+        if t is not me and t.name in workers:
             t.join(max(0.0, deadline - time.monotonic()))
