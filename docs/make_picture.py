@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from tracker.facemodel import load_face_model
-    from tracker.overlay import FaceDrawer, faces_of, write_image
+    from tracker.drawer import FaceDrawer
+    from tracker.overlay import faces_of, write_image
     from tracker.pipeline import make_camera
     from tracker.sources import open_source
     from tracker.synth import SynthSettings, synth, synth_params

@@ -1,10 +1,11 @@
 """Colour kernels of the video overlay (nogil): RGB → planar YUV 4:2:0 for a window of a frame,
-a one-pass premultiplied blend, and the blend of a layer straight into YUV planes.
+one-pass blends of a premultiplied layer or of one colour under a coverage mask, in RGB and
+straight into YUV planes.
 
 The overlay hands the encoder the decoder's own YUV planes (:mod:`tracker.overlay`) instead of
 converting every RGB frame (swscale, ~0.5 ms a 512x512 frame): a shaded face is blended into the
-planes in YUV (:func:`blend_layer_i420`, 0.34 ms for a 541x390 face), other modes convert only
-the window they drew (:func:`rgb_to_i420`, 0.36 ms for 250x300). Chroma is the mean of each 2x2
+planes in YUV (:func:`blend_layer_i420`, 0.34 ms for a 541x390 face), wire lines and dots too
+(:func:`blend_mask_i420`); nothing drawn is converted from RGB. Chroma is the mean of each 2x2
 block (the RGB means converted, which is the same thing: the transform is linear).
 
 ``coeffs (3, 4) float32``: rows Y, Cb, Cr; columns R, G, B weights and the offset, for RGB in
@@ -226,3 +227,53 @@ def _blend_block(rgba: np.ndarray, x0: int, y0: int, o: float, s255: float, coef
         q = np.float32(0.25)
         u[bi, bj] = _blend(u[bi, bj], sa * q, coeffs, 1, sr * q, sg * q, sb * q)
         v[bi, bj] = _blend(v[bi, bj], sa * q, coeffs, 2, sr * q, sg * q, sb * q)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def blend_mask_i420(mask: np.ndarray, x0: int, y0: int, colour: np.ndarray, opacity: float,
+                    y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
+    """Blend one flat colour under a coverage mask straight into 4:2:0 planes, in one pass.
+
+    ``mask (h, w)`` uint8 (255: fully covered) covers image pixels ``[y0, y0 + h) x
+    [x0, x0 + w)``, which must be even (``x0``, ``y0``, ``h``, ``w``) and inside the frame
+    (lines and dots: :class:`tracker.drawer.Marks`); ``colour (3,)`` float32 is the colour's
+    ``(Y, Cb, Cr)`` (:func:`yuv_coefficients` applied to it). With ``A = opacity · mask / 255``
+    each luma sample becomes ``s · (1 − A) + A · Y``, each chroma sample the same with the mean
+    ``A`` of its 2x2 block — the chroma of the blended block's mean colour, as in
+    :func:`blend_layer_i420`. Samples with no coverage keep their value bit for bit."""
+    o = np.float32(opacity) / np.float32(255.0)
+    one, half, top = np.float32(1.0), np.float32(0.5), np.float32(255.0)
+    cy, cu, cv = np.float32(colour[0]), np.float32(colour[1]), np.float32(colour[2])
+    for i in range(mask.shape[0] // 2):
+        m0, m1 = mask[2 * i], mask[2 * i + 1]
+        ya, yb = y[y0 + 2 * i], y[y0 + 2 * i + 1]
+        ur, vr = u[y0 // 2 + i], v[y0 // 2 + i]
+        for j in range(mask.shape[1] // 2):
+            c = x0 // 2 + j
+            a00, a01 = np.float32(m0[2 * j]) * o, np.float32(m0[2 * j + 1]) * o
+            a10, a11 = np.float32(m1[2 * j]) * o, np.float32(m1[2 * j + 1]) * o
+            ya[2 * c] = np.uint8(min(np.float32(ya[2 * c]) * (one - a00) + a00 * cy + half, top))
+            ya[2 * c + 1] = np.uint8(min(np.float32(ya[2 * c + 1]) * (one - a01) + a01 * cy + half,
+                                         top))
+            yb[2 * c] = np.uint8(min(np.float32(yb[2 * c]) * (one - a10) + a10 * cy + half, top))
+            yb[2 * c + 1] = np.uint8(min(np.float32(yb[2 * c + 1]) * (one - a11) + a11 * cy + half,
+                                         top))
+            a = (a00 + a01 + a10 + a11) * np.float32(0.25)
+            ur[c] = np.uint8(min(np.float32(ur[c]) * (one - a) + a * cu + half, top))
+            vr[c] = np.uint8(min(np.float32(vr[c]) * (one - a) + a * cv + half, top))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def blend_mask(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, opacity: float) -> None:
+    """``image (h, w, 3) uint8`` ← ``image · (1 − A) + A · colour`` in place with
+    ``A = opacity · mask / 255`` (``mask (h, w)`` uint8, ``colour (3,)`` float32 RGB 0–255):
+    :func:`blend_mask_i420` in RGB. Pixels with no coverage keep their exact value."""
+    o = np.float32(opacity) / np.float32(255.0)
+    one, half, top = np.float32(1.0), np.float32(0.5), np.float32(255.0)
+    for i in range(image.shape[0]):
+        row, m = image[i], mask[i]
+        for j in range(image.shape[1]):
+            a = np.float32(m[j]) * o
+            for k in range(3):
+                row[j, k] = np.uint8(min(np.float32(row[j, k]) * (one - a) + a * colour[k] + half,
+                                         top))

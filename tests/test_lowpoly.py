@@ -93,7 +93,7 @@ def test_video_overlay_draws_the_low_poly_eyes_and_they_turn_with_the_gaze(model
     """The video style's mesh uses the decimated eyes, and the eye rig still turns every one of
     their vertices (the rig's vertex ranges follow the kept vertices)."""
     from tracker.camera import camera_from_fov
-    from tracker.overlay import VIDEO_STYLE, FaceDrawer
+    from tracker.drawer import VIDEO_STYLE, FaceDrawer
     from tracker.scene import posed_vertices
 
     d = FaceDrawer(model, camera_from_fov(640, 480, 50.0), "shaded", VIDEO_STYLE)

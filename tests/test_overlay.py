@@ -67,7 +67,8 @@ def tracked(talking, model):
 
 def face_boxes(model, cfg, talking, results, margin: int = 0) -> list[tuple[int, int, int, int]]:
     """Per frame, the pixel box of the overlay's mesh (plus ``margin``)."""
-    from tracker.overlay import FaceDrawer, faces_of
+    from tracker.drawer import FaceDrawer
+    from tracker.overlay import faces_of
     from tracker.pipeline import make_camera
     from tracker.scene import face_box
     from tracker.sources import probe
@@ -220,15 +221,15 @@ def test_failure_leaves_no_file(talking, tracked, model, tmp_path, monkeypatch):
 
     cfg, results = tracked
     calls = {"n": 0}
-    real = overlay.FaceDrawer.draw
+    real = overlay.FaceDrawer.draw_i420
 
-    def failing(self, image, faces):
+    def failing(self, *args):
         calls["n"] += 1
         if calls["n"] > 5:
             raise RuntimeError("boom")
-        return real(self, image, faces)
+        return real(self, *args)
 
-    monkeypatch.setattr(overlay.FaceDrawer, "draw", failing)
+    monkeypatch.setattr(overlay.FaceDrawer, "draw_i420", failing)
     target = tmp_path / "never.mp4"
     with pytest.raises(RuntimeError, match="boom"):
         overlay.write_overlay(str(talking), target, results, model, cfg)
@@ -292,7 +293,8 @@ def test_window_rgb_to_yuv_matches_ffmpeg(videos, clip):
 def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, model):
     """With the decoder's planes the overlay sends the encoder the input's own samples: bit-exact
     outside the drawn window, the face drawn inside it."""
-    from tracker.overlay import FaceDrawer, _DrawStage, faces_of
+    from tracker.drawer import FaceDrawer
+    from tracker.overlay import _DrawStage, faces_of
     from tracker.pipeline import make_camera
     from tracker.sources import open_source
     from tracker.videoout import I420, H264Writer, probe_timing
@@ -317,7 +319,7 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
                         probe_timing(str(talking)))
     try:
         cap = Capture()
-        stage = _DrawStage(FaceDrawer(model, cam), cap, writer)
+        stage = _DrawStage(lambda: FaceDrawer(model, cam), cap, writer)
         assert stage.i420
         for f in frames:
             stage.write((f.image, f.yuv.copy(), faces_of(results[f.index])), f.index)
@@ -365,12 +367,14 @@ def test_premultiplied_blend_matches_the_opencv_composite(media_dir):
     assert np.array_equal(got[:15], img[:15]) and d.mean() < 0.15  # OpenCV rounds twice
 
 
-def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, tracked, model):
-    """draw_i420 (the layer blended straight into the decoder's planes) against the RGB path
-    (layer blended into an RGB window, converted): the same picture within rounding where the
-    face is, the input's samples bit for bit elsewhere."""
+@pytest.mark.parametrize("mode,min_drawn", [("shaded", 0.05), ("wire", 0.01), ("points", 0.001)])
+def test_faces_blended_into_the_planes_match_the_rgb_path(mode, min_drawn, talking, tracked, model):
+    """draw_i420 (the marks blended straight into the decoder's planes) against the RGB path
+    (blended into an RGB window, converted), in every mode: the same picture within rounding
+    where the face is, the input's samples bit for bit elsewhere."""
     from kernels.colour import rgb_to_i420, yuv_coefficients
-    from tracker.overlay import VIDEO_STYLE, FaceDrawer, faces_of
+    from tracker.drawer import VIDEO_STYLE, FaceDrawer
+    from tracker.overlay import faces_of
     from tracker.pipeline import make_camera
     from tracker.sources import open_source
     from tracker.videoout import I420
@@ -380,12 +384,12 @@ def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, track
         src.keep_yuv = True
         frames = [f for f, _ in zip(src, range(4))]
         cam = make_camera(src.info, cfg)
-    d = FaceDrawer(model, cam, "shaded", VIDEO_STYLE)
+    d = FaceDrawer(model, cam, mode, VIDEO_STYLE)
     coeffs = yuv_coefficients(1, False)  # d10 is BT.709
     for f in frames:
         faces = faces_of(results[f.index])
         fused = I420(f.yuv.copy())
-        assert d.draw_i420(f.image, faces, fused.planes(), coeffs)
+        d.draw_i420(faces, fused.planes(), coeffs)
         (x0, y0, x1, y1), patch = d.draw_window(f.image, faces)
         ref = I420(f.yuv.copy())
         y, u, v = ref.planes()
@@ -393,7 +397,7 @@ def test_shaded_face_blended_into_the_planes_matches_the_rgb_path(talking, track
                     v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
         yf, yr, y_in = fused.planes()[0], ref.planes()[0], I420(f.yuv).planes()[0]
         drawn = yf != y_in
-        assert drawn.mean() > 0.05  # the face is there
+        assert drawn.mean() > min_drawn  # the face is there
         assert np.abs(yf[drawn].astype(int) - yr[drawn]).mean() < 1.5
         outside = np.ones(yf.shape, bool)
         outside[y0:y1, x0:x1] = False
@@ -430,7 +434,8 @@ def test_yuv_blend_kernel_matches_its_definition_anywhere_on_the_frame(talking, 
     rim) against its definition, for a real face layer placed at even and odd offsets and across
     each edge of the frame: within one level where the layer covers, bit for bit elsewhere."""
     from kernels.colour import blend_layer_i420, yuv_coefficients
-    from tracker.overlay import VIDEO_STYLE, FaceDrawer, faces_of
+    from tracker.drawer import VIDEO_STYLE, FaceDrawer
+    from tracker.overlay import faces_of
     from tracker.pipeline import make_camera
     from tracker.sources import open_source
     from tracker.videoout import I420
@@ -442,7 +447,7 @@ def test_yuv_blend_kernel_matches_its_definition_anywhere_on_the_frame(talking, 
         cam = make_camera(src.info, cfg)
     d = FaceDrawer(model, cam, "shaded", VIDEO_STYLE)
     p = faces_of(results[frame.index])[0]
-    layer = d._shaded(cam, d._camera_vertices(p), p)  # the real face layer
+    layer = d._shaded(p)  # the real face layer
     rgba = np.ascontiguousarray(layer.rgba)
     h, w = rgba.shape[:2]
     hh, ww = frame.yuv.shape[0] * 2 // 3, frame.yuv.shape[1]
@@ -466,6 +471,52 @@ def test_yuv_blend_kernel_matches_its_definition_anywhere_on_the_frame(talking, 
         covered = int(ref[0][1].sum())
         off_frame = (x0, y0) == (-w - 5, 0)
         assert (covered == 0) if off_frame else (covered > 0), (x0, y0, covered)
+
+
+def test_mask_blend_kernels_match_their_definition(talking, tracked, model):
+    """kernels.colour.blend_mask_i420 and blend_mask (wire and dots: one colour under a coverage
+    mask) against their definition in float64, for the real wireframe mask of a face and a
+    random mask at the frame's corner: within one level where covered, bit for bit elsewhere;
+    the I420 blend equals the RGB one converted (the chroma of the block's mean colour)."""
+    from kernels.colour import blend_mask, blend_mask_i420, yuv_coefficients
+    from tracker.drawer import VIDEO_STYLE, FaceDrawer
+    from tracker.overlay import faces_of
+    from tracker.pipeline import make_camera
+    from tracker.sources import open_source
+    from tracker.videoout import I420
+
+    cfg, results = tracked
+    with open_source(str(talking)) as src:
+        src.keep_yuv = True
+        frame = next(iter(src))
+        cam = make_camera(src.info, cfg)
+    (wire,) = FaceDrawer(model, cam, "wire", VIDEO_STYLE).marks(faces_of(results[frame.index]))
+    rng = np.random.default_rng(1)
+    rand = rng.integers(0, 256, (40, 60)).astype(np.uint8)
+    rand[rng.random(rand.shape) < 0.5] = 0
+    coeffs = yuv_coefficients(1, False)
+    m = coeffs.astype(np.float64)
+    hh, ww = frame.image.shape[:2]
+    for mask, x0, y0, rgb, o in [(wire.coverage, wire.x0, wire.y0, wire.rgb, wire.opacity),
+                                 (rand, ww - 60, hh - 40, (255, 70, 60), 1.0),
+                                 (rand, 0, 0, (0, 0, 0), 0.5)]:
+        h, w = mask.shape
+        a = np.zeros((hh, ww))
+        a[y0:y0 + h, x0:x0 + w] = o * mask / 255.0
+        colour = m[:, :3] @ np.asarray(rgb, np.float64) + m[:, 3]
+        ab = a.reshape(hh // 2, 2, ww // 2, 2).mean(axis=(1, 3))
+        out = I420(frame.yuv.copy())
+        blend_mask_i420(mask, x0, y0, colour.astype(np.float32), o, *out.planes())
+        for k, (got, inp, cov) in enumerate(zip(out.planes(), I420(frame.yuv).planes(), (a, ab, ab))):
+            want = np.floor(np.clip(inp * (1 - cov) + cov * colour[k] + 0.5, 0, 255))
+            assert np.abs(got.astype(int) - want).max() <= 1
+            assert np.array_equal(got[cov == 0], inp[cov == 0])
+            assert (got != inp).any()
+        rgb_img = frame.image.copy()
+        blend_mask(rgb_img[y0:y0 + h, x0:x0 + w], mask, np.asarray(rgb, np.float32), o)
+        want = np.floor(np.clip(frame.image * (1 - a[..., None]) + a[..., None] * rgb + 0.5, 0, 255))
+        assert np.abs(rgb_img.astype(int) - want).max() <= 1
+        assert np.array_equal(rgb_img[a == 0], frame.image[a == 0])
 
 
 def test_overlay_encoder_settings_reach_the_encoder(talking, model, tmp_path):

@@ -64,7 +64,8 @@ class HeadMesh:
 def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | None = None, *,
               narrow_face: bool = False, eye_cap_deg: float | None = None,
               face_tris: np.ndarray | None = None,
-              eye_tris: dict[str, np.ndarray] | None = None) -> HeadMesh:
+              eye_tris: dict[str, np.ndarray] | None = None,
+              extra_vertices: np.ndarray | None = None) -> HeadMesh:
     """Gather ``parts`` of ``model`` (names from ``model.part_names``) into a :class:`HeadMesh`;
     ``albedo (V_model, 3)`` per model vertex (default mid grey). Triangles that reach outside the
     chosen vertices are dropped. ``narrow_face``: keep only the front face of part ``"face"``
@@ -72,7 +73,10 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
     only the eyeball cap within that angle of the eye's axis (the rest hides behind the lids even
     at full gaze — fewer triangles to rasterize); ``face_tris``: triangles (model vertex ids) to
     draw instead of part ``"face"``'s own, e.g. :func:`tracker.lowpoly.lowpoly_face`;
-    ``eye_tris``: the same per eyeball part (:func:`tracker.lowpoly.lowpoly_eyes`)."""
+    ``eye_tris``: the same per eyeball part (:func:`tracker.lowpoly.lowpoly_eyes`);
+    ``extra_vertices``: model vertex ids to carry as well, in no triangle (points on the surface
+    that are posed along with the mesh, e.g. the wireframe's MediaPipe points on a low-poly
+    face)."""
     from kernels.antialias import edge_neighbours
 
     from .albedo import eye_cones
@@ -81,10 +85,7 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
     if missing:
         raise ValueError(f"model has no part(s) {missing}; it has {model.part_names}")
     keep = np.zeros(model.n_vertices, bool)
-    for p in parts:
-        keep[model.part_vertices(p)] = True
-    if narrow_face and "face" in parts:
-        keep[np.arange(model.narrow_face_vertex_count, model.part_vertices("face")[-1] + 1)] = False
+    keep[part_vertex_ids(model, parts, narrow_face=narrow_face)] = True
     replaced = {p: t for p, t in (eye_tris or {}).items() if p in parts}
     if face_tris is not None and "face" in parts:
         replaced["face"] = face_tris
@@ -95,6 +96,8 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
         for part, (vids, ang) in eye_cones(model).items():
             if part in parts:
                 keep[vids[ang > np.radians(eye_cap_deg)]] = False
+    if extra_vertices is not None:
+        keep[np.asarray(extra_vertices, np.int64)] = True
     ids = np.nonzero(keep)[0]
     remap = np.full(model.n_vertices, -1, np.int64)
     remap[ids] = np.arange(len(ids))
@@ -122,6 +125,24 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
         albedo=np.ascontiguousarray(alb[ids], np.float32), eyes=tuple(eyes),
         neighbours=edge_neighbours(tris), exp_names=model.exp_names,
         gaze=gaze_matrix(model.exp_names))
+
+
+def part_vertex_ids(model: FaceModel, parts: tuple[str, ...], *, narrow_face: bool = False,
+                    eye_cap_deg: float | None = None) -> np.ndarray:
+    """Sorted model vertex ids of ``parts`` as :func:`head_mesh` keeps them without replacement
+    triangles (``narrow_face``, ``eye_cap_deg`` as there)."""
+    from .albedo import eye_cones
+
+    keep = np.zeros(model.n_vertices, bool)
+    for p in parts:
+        keep[model.part_vertices(p)] = True
+    if narrow_face and "face" in parts:
+        keep[np.arange(model.narrow_face_vertex_count, model.part_vertices("face")[-1] + 1)] = False
+    if eye_cap_deg is not None:
+        for part, (vids, ang) in eye_cones(model).items():
+            if part in parts:
+                keep[vids[ang > np.radians(eye_cap_deg)]] = False
+    return np.nonzero(keep)[0]
 
 
 _LOOK = ("Out", "In", "Down", "Up")

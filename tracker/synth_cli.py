@@ -22,7 +22,7 @@ def _size(text: str) -> tuple[int, int]:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``render`` and ``synth`` to the ``face3d`` sub-command parser."""
     from .cli import _add_track_options
-    from .overlay import MODES
+    from .drawer import MODES
 
     r = subparsers.add_parser("render", help="track one image and write it with the face drawn over")
     r.add_argument("image", help="input image (png, jpg, …)")
