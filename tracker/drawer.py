@@ -20,9 +20,10 @@ MediaPipe's points posed where the full surface has them: it agrees with the ful
 z-buffer on 92–96 % of the edges of d3/d13/s18 and on the 50°-turned model head
 (``tests/test_drawer.py``); where they differ it is mostly the full mesh that drops eyelid
 edges (the lid margin's fine folds), so the low-poly eye contours are the more complete.
-Measured on d3 (512x512), the drawing thread alone, median CPU a frame: wire 4.1 → 1.75 ms
+Measured on d3 (512x512): the drawing thread alone, median CPU a frame, wire 4.1 → 1.75 ms
 (full-mesh z-buffer and an RGB window converted to YUV, against this and the mask blended into
-the planes), points ~1.5 → 0.6 ms (the whole mesh was posed to find the window of 68 dots).
+the planes); in a ``track --overlay`` run, points 2.17 → 0.89 ms (the whole mesh was posed to
+find the window of 68 dots, then the window converted).
 
 Per-frame maths avoids BLAS (:func:`tracker.scene.combine`: OpenBLAS's idle workers spun away
 4.5 ms of CPU per frame) and numba runs with ``threads=1`` by default (its OpenMP workers spin at

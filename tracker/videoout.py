@@ -245,7 +245,8 @@ class H264Writer:
             # level. One reformatter for the whole video: a new one per frame re-creates the
             # swscale context (measured 1.2 → 0.5 ms a 512x512 frame)
             f = self._reformatter.reformat(f, format=self.pix_fmt, dst_colorspace=self._cs,
-                                           dst_color_range=self._range, interpolation="POINT")
+                                           dst_color_range=self._range, interpolation="POINT",
+                                           threads=1)  # see Source._to_rgb
         f.pts = int(pts)
         f.time_base = self.timing.time_base
         for p in self._stream.encode(f):
