@@ -446,3 +446,25 @@ def test_camera_failing_before_any_frame(tmp_path):
     clip = mk.write_video(tmp_path / "cam.mkv", n_frames=5, codec="mjpeg", pix_fmt="yuvj422p")
     with pytest.raises(CameraError, match="camera stopped"):
         open_webcam("webcam", opener=lambda *a: _VanishingCamera(clip, 0), platform="linux")
+
+
+@pytest.mark.parametrize("clip", ["d13", "d3"])  # 720 wide: padded rows (line size 768); 512
+def test_kept_yuv_planes_are_the_decoders_samples(videos, clip):
+    """Frame.yuv (the overlay's copy of the decoder's planes, copied plane by plane) holds the
+    same samples as PyAV's own VideoFrame.to_ndarray, and its RGB image is the same frame."""
+    import av
+    import cv2
+
+    from tracker.sources import open_source
+
+    with open_source(str(videos[clip])) as src:
+        src.keep_yuv = True
+        ours = [f for f, _ in zip(src, range(5))]
+    with av.open(str(videos[clip])) as c:
+        theirs = [f.to_ndarray() for f, _ in zip(c.decode(video=0), range(5))]
+    for f, ref in zip(ours, theirs):
+        assert f.yuv is not None and f.yuv.flags.c_contiguous
+        assert np.array_equal(f.yuv, ref)
+        # the same picture as the RGB image (BT.601 here; the clip's own matrix may differ)
+        rgb = cv2.cvtColor(ref, cv2.COLOR_YUV2RGB_I420)
+        assert np.abs(rgb.astype(int) - f.image).mean() < 4
