@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile", type=int, default=208, help="tile size in pixels")
     args = ap.parse_args(argv)
 
-    from tracker.facemodel import load_face_model
     from tracker.drawer import FaceDrawer
+    from tracker.facemodel import load_face_model
     from tracker.overlay import faces_of, write_image
     from tracker.pipeline import make_camera
     from tracker.sources import open_source
