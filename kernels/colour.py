@@ -249,6 +249,8 @@ def blend_mask_i420(mask: np.ndarray, x0: int, y0: int, colour: np.ndarray, opac
         ya, yb = y[y0 + 2 * i], y[y0 + 2 * i + 1]
         ur, vr = u[y0 // 2 + i], v[y0 // 2 + i]
         for j in range(mask.shape[1] // 2):
+            if (m0[2 * j] | m0[2 * j + 1] | m1[2 * j] | m1[2 * j + 1]) == 0:
+                continue  # most of a wireframe's window: nothing to blend
             c = x0 // 2 + j
             a00, a01 = np.float32(m0[2 * j]) * o, np.float32(m0[2 * j + 1]) * o
             a10, a11 = np.float32(m1[2 * j]) * o, np.float32(m1[2 * j + 1]) * o

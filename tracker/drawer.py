@@ -17,7 +17,7 @@ Each face becomes one *mark* in the coordinates of the whole image: a shaded fac
 Videos use :data:`VIDEO_STYLE`: a low-polygon face (:mod:`tracker.lowpoly`) rendered at reduced
 resolution. The wireframe's hidden-edge test uses the same low-poly surface's z-buffer, with
 MediaPipe's points posed where the full surface has them: it agrees with the full mesh's
-z-buffer on 92–96 % of the edges of d3/d13/s18 and on the 50°-turned model head
+z-buffer on 92–95 % of the edges of d3/s18/d13 (frame means) and on the 50°-turned model head
 (``tests/test_drawer.py``); where they differ it is mostly the full mesh that drops eyelid
 edges (the lid margin's fine folds), so the low-poly eye contours are the more complete.
 Measured on d3 (512x512): the drawing thread alone, median CPU a frame, wire 4.1 → 1.75 ms
@@ -316,13 +316,14 @@ class FaceDrawer:
     def wire_points(self, p: FaceParams) -> tuple[np.ndarray, np.ndarray]:
         """The wireframe's MediaPipe points on the posed surface, camera space ``(P, 3)``, and
         which of them the mesh does not hide ``(P,) bool`` (its z-buffer, at the style's
-        resolution, 3 mm tolerance: :func:`tracker.scene.visible_points`)."""
+        resolution and size cap, 3 mm tolerance: :func:`tracker.scene.visible_points`)."""
         assert self.mesh is not None and self._wire is not None
         x_cam = self._camera_vertices(p)
         ids, bary, _, _ = self._wire
         pts = np.einsum("pkc,pk->pc", x_cam[ids], bary)
         return pts, visible_points(self.cam, self.mesh, x_cam, pts,
-                                   scale=min(1.0, self.style.render_scale))
+                                   scale=min(1.0, self.style.render_scale),
+                                   max_px=self.style.max_layer_px)
 
     def _point_marks(self, p: FaceParams) -> Marks | None:
         import cv2

@@ -362,17 +362,21 @@ def project_points(cam: Camera, x_cam: np.ndarray) -> np.ndarray:
 
 
 def visible_points(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, pts: np.ndarray,
-                   tol_m: float = 0.003, scale: float = 1.0) -> np.ndarray:
+                   tol_m: float = 0.003, scale: float = 1.0, max_px: int = 0) -> np.ndarray:
     """Which camera-space points ``(P, 3)`` on the mesh surface are not hidden by the mesh (depth
     test against its z-buffer with tolerance ``tol_m`` metres); ``(P,) bool``. ``scale < 1``:
     the z-buffer is rendered at that fraction of the resolution (the video wireframe uses 0.5:
-    rasterizing the whole face at full size was 2 of its 4.5 ms a frame)."""
+    rasterizing the whole face at full size was 2 of its 4.5 ms a frame); ``max_px > 0`` lowers
+    the scale further so that the z-buffer's longer side is at most that many pixels (as
+    :func:`render_layer`)."""
     from kernels.raster import rasterize
 
     box = face_box(cam, x_cam)
     if box is None:
         return np.zeros(len(pts), bool)
     sc = sub_camera(cam, box)
+    if max_px > 0:
+        scale = min(scale, max_px / max(sc.width, sc.height))
     if scale < 1.0:
         w, h = max(2, round(sc.width * scale)), max(2, round(sc.height * scale))
         kx, ky = w / sc.width, h / sc.height
