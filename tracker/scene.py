@@ -79,8 +79,6 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
     face)."""
     from kernels.antialias import edge_neighbours
 
-    from .albedo import eye_cones
-
     missing = [p for p in parts if p not in model.part_names]
     if missing:
         raise ValueError(f"model has no part(s) {missing}; it has {model.part_names}")
@@ -92,10 +90,7 @@ def head_mesh(model: FaceModel, parts: tuple[str, ...], albedo: np.ndarray | Non
     for p, t in replaced.items():
         keep[model.part_vertices(p)] = False
         keep[np.unique(t)] = True
-    if eye_cap_deg is not None:
-        for part, (vids, ang) in eye_cones(model).items():
-            if part in parts:
-                keep[vids[ang > np.radians(eye_cap_deg)]] = False
+    _drop_beyond_eye_cap(keep, model, parts, eye_cap_deg)
     if extra_vertices is not None:
         keep[np.asarray(extra_vertices, np.int64)] = True
     ids = np.nonzero(keep)[0]
@@ -131,18 +126,26 @@ def part_vertex_ids(model: FaceModel, parts: tuple[str, ...], *, narrow_face: bo
                     eye_cap_deg: float | None = None) -> np.ndarray:
     """Sorted model vertex ids of ``parts`` as :func:`head_mesh` keeps them without replacement
     triangles (``narrow_face``, ``eye_cap_deg`` as there)."""
-    from .albedo import eye_cones
-
     keep = np.zeros(model.n_vertices, bool)
     for p in parts:
         keep[model.part_vertices(p)] = True
     if narrow_face and "face" in parts:
         keep[np.arange(model.narrow_face_vertex_count, model.part_vertices("face")[-1] + 1)] = False
-    if eye_cap_deg is not None:
-        for part, (vids, ang) in eye_cones(model).items():
-            if part in parts:
-                keep[vids[ang > np.radians(eye_cap_deg)]] = False
+    _drop_beyond_eye_cap(keep, model, parts, eye_cap_deg)
     return np.nonzero(keep)[0]
+
+
+def _drop_beyond_eye_cap(keep: np.ndarray, model: FaceModel, parts: tuple[str, ...],
+                         eye_cap_deg: float | None) -> None:
+    """Clear ``keep (V_model,) bool`` for eyeball vertices beyond ``eye_cap_deg`` of the eye's
+    axis (no cap: ``None``)."""
+    from .albedo import eye_cones
+
+    if eye_cap_deg is None:
+        return
+    for part, (vids, ang) in eye_cones(model).items():
+        if part in parts:
+            keep[vids[ang > np.radians(eye_cap_deg)]] = False
 
 
 _LOOK = ("Out", "In", "Down", "Up")
