@@ -303,6 +303,18 @@ def sub_camera(cam: Camera, box: tuple[int, int, int, int]) -> Camera:
     return Camera(cam.fx, cam.fy, cam.cx - x0, cam.cy - y0, x1 - x0, y1 - y0)
 
 
+def _reduced_camera(sc: Camera, scale: float, max_px: int) -> tuple[Camera, float]:
+    """The camera of ``sc``'s image at ``scale`` (< 1: fewer pixels), lowered further so the
+    longer side is at most ``max_px`` (when > 0); returns it and the scale used."""
+    if max_px > 0:
+        scale = min(scale, max_px / max(sc.width, sc.height))
+    if scale < 1.0:
+        w, h = max(2, round(sc.width * scale)), max(2, round(sc.height * scale))
+        kx, ky = w / sc.width, h / sc.height
+        sc = Camera(sc.fx * kx, sc.fy * ky, sc.cx * kx, sc.cy * ky, w, h)
+    return sc, scale
+
+
 def render_layer(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, colours: np.ndarray, *,
                  antialias: bool = True, scale: float = 1.0, max_px: int = 0) -> Layer | None:
     """Rasterize the posed mesh (back faces culled) with vertex ``colours (V, 3)`` into a layer
@@ -324,12 +336,7 @@ def render_layer(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, colours: np.nda
         return None
     sc = sub_camera(cam, box)
     full = (sc.width, sc.height)
-    if max_px > 0:
-        scale = min(scale, max_px / max(full))
-    if scale < 1.0:
-        w, h = max(2, round(sc.width * scale)), max(2, round(sc.height * scale))
-        kx, ky = w / sc.width, h / sc.height
-        sc = Camera(sc.fx * kx, sc.fy * ky, sc.cx * kx, sc.cy * ky, w, h)
+    sc, scale = _reduced_camera(sc, scale, max_px)
     pos = clip_positions(sc, x_cam)
     rast = rasterize(pos, mesh.tris, (sc.height, sc.width), CULL_BACK)
     attr = np.empty((len(x_cam), 4), np.float32)
@@ -377,13 +384,7 @@ def visible_points(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, pts: np.ndarr
     box = face_box(cam, x_cam)
     if box is None:
         return np.zeros(len(pts), bool)
-    sc = sub_camera(cam, box)
-    if max_px > 0:
-        scale = min(scale, max_px / max(sc.width, sc.height))
-    if scale < 1.0:
-        w, h = max(2, round(sc.width * scale)), max(2, round(sc.height * scale))
-        kx, ky = w / sc.width, h / sc.height
-        sc = Camera(sc.fx * kx, sc.fy * ky, sc.cx * kx, sc.cy * ky, w, h)
+    sc, _ = _reduced_camera(sub_camera(cam, box), scale, max_px)
     pos = clip_positions(sc, x_cam)
     rast = rasterize(pos, mesh.tris, (sc.height, sc.width), CULL_BACK)
     uv = project(sc, np.asarray(pts, np.float64))
