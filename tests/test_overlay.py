@@ -319,7 +319,7 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
                         probe_timing(str(talking)))
     try:
         cap = Capture()
-        stage = _DrawStage(lambda: FaceDrawer(model, cam), cap, writer)
+        stage = _DrawStage(FaceDrawer(model, cam), cap, writer)
         assert stage.i420
         for f in frames:
             stage.write((f.image, f.yuv.copy(), faces_of(results[f.index])), f.index)

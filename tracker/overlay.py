@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import numpy as np
 from kernels.colour import yuv_coefficients
 
 from . import threadcpu
-from .drawer import MODES, VIDEO_STYLE, FaceDrawer, Mode, OverlayStyle
+from .drawer import VIDEO_STYLE, FaceDrawer, Mode, OverlayStyle
 from .errors import InputError
 from .facemodel import FaceModel
 from .types import Camera, FaceParams, FrameResult
@@ -107,7 +107,7 @@ def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[Frame
         writer = H264Writer(out_path, info.width, info.height, timing, sar=info.sar, crf=crf,
                             preset=preset, audio_from=src.path if info.has_audio else None)
         src.keep_yuv = True  # faces drawn into the decoder's own planes (_DrawStage)
-        sink = _ThreadedSink(_DrawStage(lambda: drawer, _ThreadedSink(writer), writer),
+        sink = _ThreadedSink(_DrawStage(drawer, _ThreadedSink(writer), writer),
                              name="draw")
         n = 0
         try:
@@ -148,20 +148,17 @@ class OverlayStream:
                  preset: str = DEFAULT_PRESET, smooth: bool = True) -> None:
         from .videoout import H264Writer, probe_timing
 
-        if mode not in MODES:
-            raise ValueError(f"overlay mode must be one of {MODES}, got {mode!r}")
         self.path = Path(out_path)
         self.timing = probe_timing(input_spec, fps)
-        video_style = style or VIDEO_STYLE
+        self.drawer = FaceDrawer(model, cam, mode, style or VIDEO_STYLE, 1)
         # one x264 thread: the tracker already keeps both cores busy, and x264's own threads
         # cost 3.2 instead of 2.1 ms of CPU a 512x512 frame (measured)
         writer = H264Writer(self.path, cam.width, cam.height, self.timing, sar=sar, crf=crf,
                             preset=preset, audio_from=audio_from, threads=1)
         # drawing and encoding each run in a thread of their own (numba kernels, OpenCV and
         # PyAV release the GIL), so neither adds to the tracking thread's time per frame
-        self.sink = _ThreadedSink(
-            _DrawStage(lambda: FaceDrawer(model, cam, mode, video_style, 1),
-                       _ThreadedSink(writer, depth=8), writer), depth=8, name="draw")
+        self.sink = _ThreadedSink(_DrawStage(self.drawer, _ThreadedSink(writer, depth=8), writer),
+                                  depth=8, name="draw")
         self.smooth = smooth
         self._smoothers: dict[int, object] = {}
         self.frames = 0
@@ -218,10 +215,6 @@ class _DrawStage:
     """A writer that draws ``(image, yuv, faces)`` with a :class:`FaceDrawer` and hands the
     picture to ``sink`` (a :class:`_ThreadedSink` around ``encoder``).
 
-    The drawer is built by ``make_drawer`` in the drawing thread, before its first frame: the
-    mesh preparation (~0.2–0.8 s the first time in a process: albedo, low-poly face and eyes,
-    the wireframe's tessellation) then overlaps tracking instead of delaying its start.
-
     With the decoder's planes (``yuv``) and a 4:2:0 limited-range output, the picture goes out as
     :class:`~tracker.videoout.I420`: the input's own samples with the faces blended straight into
     them (:meth:`FaceDrawer.draw_i420`, every mode), in the output's matrix. That skips a
@@ -231,18 +224,14 @@ class _DrawStage:
     planes 2.5 / 1.6 ms (CRF 23); before this stage existed (full-frame RGB drawing, the encoder
     converting) 2.7–3.1 / 2.0 ms."""
 
-    def __init__(self, make_drawer: Callable[[], FaceDrawer], sink: _ThreadedSink,
-                 encoder: object) -> None:
-        self.make_drawer, self.sink = make_drawer, sink
-        self.drawer: FaceDrawer | None = None
+    def __init__(self, drawer: FaceDrawer, sink: _ThreadedSink, encoder: object) -> None:
+        self.drawer, self.sink = drawer, sink
         self.i420 = bool(getattr(encoder, "takes_i420", False)) and \
             not getattr(encoder, "full_range", True)
         self.coeffs = yuv_coefficients(getattr(encoder, "sws_colorspace", 5), False)
 
     def write(self, job: tuple[np.ndarray, np.ndarray | None, list[FaceParams]], pts: int) -> None:
         image, yuv, faces = job
-        if self.drawer is None:
-            self.drawer = self.make_drawer()
         if yuv is None or not self.i420:
             self.sink.put(self.drawer.draw(image, faces) if faces else image, pts)
             return
