@@ -31,6 +31,31 @@ def read_csv(path):
     return rows[0], rows[1:]
 
 
+
+def test_core_commands_parse_without_the_optional_modules():
+    """``face3d track`` builds its parser without importing the benchmarks, the server or the
+    trainer (0.45 s of scipy imports); ``face3d --help`` and the optional commands still get the
+    full parser."""
+    code = ("import sys\n"
+            "from tracker.cli import build_parser\n"
+            "a = build_parser(['track', 'in.mp4', '--csv', 'o.csv'], complete=False)"
+            ".parse_args(['track', 'in.mp4', '--csv', 'o.csv'])\n"
+            "print(a.command, sorted(m for m in ('tracker.bench', 'tracker.serve', "
+            "'tracker.bench_overlay', 'scipy.signal') if m in sys.modules))\n"
+            "b = build_parser(['bench-overlay', 'x.mp4'], complete=False)"
+            ".parse_args(['bench-overlay', 'x.mp4', '--rounds', '2'])\n"
+            "print(b.command, b.rounds)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["track []", "bench-overlay 2"]
+    helped = run_cli("--help", timeout=120)
+    assert helped.returncode == 0
+    for command in ("track", "demo", "model", "render", "synth", "serve", "batch", "bench",
+                    "bench-render", "bench-overlay", "train", "export"):
+        assert command in helped.stdout, command
+    wrong = run_cli("trak", "x.mp4", timeout=120)  # a typo lists every command
+    assert wrong.returncode == 2 and "bench-overlay" in wrong.stderr
+
 def track_with_landmarks(path, model, max_frames=None):
     """Frames → (results, MediaPipe points) through the public tracker API (no smoothing)."""
     from dataclasses import replace

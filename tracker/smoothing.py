@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy import signal
 
 from .config import load_config
 from .errors import ConfigError, InputError
@@ -383,6 +382,10 @@ def _zero_phase(t: np.ndarray, x: np.ndarray, cutoff_hz: float, order: int) -> n
         xg = _interp_rows(grid, t, x)
     if cutoff_hz >= 0.5 / h * 0.999:  # nothing above the cut-off can be represented
         return x
+    # imported here: scipy.signal takes 0.4 s to import (scipy.stats with it), which live
+    # smoothing (``face3d serve``) never needs
+    from scipy import signal
+
     sos = signal.butter(order, cutoff_hz, fs=1.0 / h, output="sos")
     full_pad = 3 * (2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum())))
     y = signal.sosfiltfilt(sos, xg, axis=0, padlen=min(full_pad, len(grid) - 1))
