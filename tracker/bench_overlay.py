@@ -7,7 +7,9 @@ audio; :class:`tracker.overlay.OverlayStream`). Each of the three is warmed up o
 30 frames (MediaPipe's graph, the regressor's session, numba's caches, the overlay's low-poly mesh:
 one-time costs of a process, not of a frame), then ``rounds`` rounds run floor, track, overlay,
 floor back to back; the floor is the mean of the two around them, so drifting load affects both
-sides. Reported per clip, medians over the rounds: wall and process-CPU milliseconds per frame,
+sides. Each round ends with the *sequential floor* — decode and MediaPipe in turn on one thread,
+DESIGN.md's "decode + FaceMesh end to end" — the second reference ``face3d bench`` gives too
+(``whole_vs_sequential``). Reported per clip, medians over the rounds: wall and process-CPU milliseconds per frame,
 frame rates, ``whole_vs_floor`` = (frames / wall time of ``track --overlay``) / floor frame rate
 — the issue's "≥ 0.5 × the floor, encoding included" — with each round's value, and the
 overlay's added cost (``overlay_ms`` = ``track --overlay`` − ``track``).
@@ -49,6 +51,10 @@ class OverlayBench:
     overlay_bytes: int
     rounds: tuple[float, ...] = ()
     """``whole_vs_floor`` of each round."""
+    floor_seq_ms: float = float("nan")
+    """Wall milliseconds per frame of the sequential floor (median over the rounds)."""
+    rounds_seq: tuple[float, ...] = ()
+    """``whole_vs_sequential`` of each round."""
     thread_cpu_ms: dict[str, float] = field(default_factory=dict)
     """CPU milliseconds per frame of ``track --overlay`` by thread (medians over the rounds):
     ``tracking`` (the calling thread: fitting, queueing the overlay, the CSV), face3d's workers
@@ -74,6 +80,13 @@ class OverlayBench:
         if self.rounds:
             return float(statistics.median(self.rounds))
         return self.whole_fps / self.floor_fps
+
+    @property
+    def whole_vs_sequential(self) -> float:
+        """``track --overlay`` frame rate over the sequential floor's: median over the rounds."""
+        if self.rounds_seq:
+            return float(statistics.median(self.rounds_seq))
+        return self.floor_seq_ms / self.whole_ms
 
     @property
     def track_vs_floor(self) -> float:
@@ -105,23 +118,6 @@ def _by_thread(fn: Callable[[], T]) -> tuple[T, float, float, dict[str, float]]:
     return r, wall, cpu, parts
 
 
-def floor_pass(input_spec: str, max_frames: int | None = None) -> int:
-    """Decode (background thread) + MediaPipe on every frame (or the first ``max_frames``);
-    returns the frame count."""
-    from .landmarks import LandmarkDetector
-    from .sources import open_source
-    from .track import prefetch
-
-    n = 0
-    with open_source(input_spec) as src, LandmarkDetector() as det:
-        for f in prefetch(src):
-            det.detect(f.image, f.time_s, src.info.sar)
-            n += 1
-            if max_frames is not None and n >= max_frames:
-                break
-    return n
-
-
 WARMUP_FRAMES = 30
 
 
@@ -131,6 +127,7 @@ def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str
     """Time floor, track and overlay on ``input_spec`` (see the module docstring)."""
     import numpy as np
 
+    from .bench_timing import floor_pass
     from .overlay import DEFAULT_CRF, DEFAULT_PRESET
     from .track import TrackOutputs, track_video
 
@@ -145,26 +142,32 @@ def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str
             return track_video(input_spec, model, cfg, outs, progress=False,
                                max_frames=max_frames)
 
-        floor_pass(input_spec, WARMUP_FRAMES)
+        floor_pass(input_spec, cfg, WARMUP_FRAMES)
         track(False, WARMUP_FRAMES)
         track(True, WARMUP_FRAMES)
-        runs, threads = [], []
+        runs, threads, seq = [], [], []
         for _ in range(max(1, rounds)):
-            n, fw1, fc1 = _timed(lambda: floor_pass(input_spec))
+            fl, fw1, fc1 = _timed(lambda: floor_pass(input_spec, cfg))
             _, tw, tc = _timed(lambda: track(False))
             _, ww, wc, parts = _by_thread(lambda: track(True))
-            _, fw2, fc2 = _timed(lambda: floor_pass(input_spec))
+            _, fw2, fc2 = _timed(lambda: floor_pass(input_spec, cfg))
+            _, sw, _ = _timed(lambda: floor_pass(input_spec, cfg, sequential=True))
             runs.append(((fw1 + fw2) / 2, (fc1 + fc2) / 2, tw, tc, ww, wc))
             threads.append(parts)
+            seq.append(sw)
+            n = fl.frames
         size = out.stat().st_size
     ms = 1e3 / max(n, 1)
     r = np.array(runs) * ms
     per_round = tuple(float(x) for x in r[:, 0] / r[:, 4])
+    seq_ms = np.array(seq) * ms
+    per_round_seq = tuple(float(x) for x in seq_ms / r[:, 4])
     med = np.median(r, axis=0)
     names = sorted({k for p in threads for k in p}, key=_THREAD_ORDER.index)
     by_thread = {k: float(np.median([p.get(k, 0.0) for p in threads])) * ms for k in names}
     return OverlayBench(str(input_spec), n, mode, preset, crf, float(os.getloadavg()[0]),
-                        *map(float, med), size, per_round, by_thread)
+                        *map(float, med), size, rounds=per_round, thread_cpu_ms=by_thread,
+                        floor_seq_ms=float(np.median(seq_ms)), rounds_seq=per_round_seq)
 
 
 _THREAD_ORDER = ["decode", "mediapipe", "tracking", "draw", "encode", "other"]
@@ -194,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     for inp in args.input:
         r = bench_overlay(inp, model, cfg, args.mode, args.preset, args.crf, rounds=args.rounds)
         rows.append({**asdict(r), "whole_vs_floor": r.whole_vs_floor,
+                     "whole_vs_sequential": r.whole_vs_sequential,
                      "track_vs_floor": r.track_vs_floor, "overlay_ms": r.overlay_ms})
         print(f"{Path(inp).name}: {r.frames} frames, {r.mode}, x264 {r.preset} crf {r.crf}, "
               f"load {r.loadavg_1min:.1f}")
@@ -205,6 +209,9 @@ def run(args: argparse.Namespace) -> int:
               f"{r.overlay_ms:.2f} ms/frame); {r.overlay_bytes / max(r.frames, 1) / 1024:.1f} KB/frame")
         print("  track --overlay / floor per round: " + " ".join(f"{x:.2f}" for x in r.rounds)
               + " (the ratio above is their median; times are medians per column)")
+        print(f"  sequential floor (decode, then MediaPipe, one thread) {1e3 / r.floor_seq_ms:.0f} "
+              f"fps; track --overlay {r.whole_vs_sequential:.2f} x it (rounds: "
+              + " ".join(f"{x:.2f}" for x in r.rounds_seq) + ")")
         print("  track --overlay CPU ms/frame by thread: "
               + ", ".join(f"{k} {v:.2f}" for k, v in r.thread_cpu_ms.items())
               + " (other: MediaPipe's graph threads and the libraries' own)")
