@@ -597,7 +597,7 @@ def test_bench_overlay_reports_the_cpu_of_each_thread(talking, model):
     assert r.frames > 50 and 0.05 < r.whole_vs_floor < 2.0
     # the sequential floor runs the same frames with nothing overlapped: never faster than the
     # two-thread one by more than noise, so the overlay's ratio against it is at least as high
-    assert len(r.rounds_seq) == 1 and r.floor_seq_ms > 0.8 * r.floor_ms
+    assert len(r.rounds_seq) == 1 and r.floor_seq_ms > 0.7 * r.floor_ms
     assert r.whole_vs_sequential == pytest.approx(r.floor_seq_ms / r.whole_ms)
     parts = r.thread_cpu_ms
     assert list(parts) == ["decode", "mediapipe", "tracking", "draw", "encode", "other"]
