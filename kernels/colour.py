@@ -229,6 +229,13 @@ def _blend_block(rgba: np.ndarray, x0: int, y0: int, o: float, s255: float, coef
         v[bi, bj] = _blend(v[bi, bj], sa * q, coeffs, 2, sr * q, sg * q, sb * q)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mix(sample: float, a: float, c: float) -> np.uint8:
+    """``sample · (1 − a) + a · c``, rounded and clipped (:func:`_u8`): one sample under a flat
+    colour ``c`` at coverage ``a``."""
+    return _u8(np.float32(sample) * (np.float32(1.0) - a) + a * c)
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def blend_mask_i420(mask: np.ndarray, x0: int, y0: int, colour: np.ndarray, opacity: float,
                     y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
@@ -242,7 +249,6 @@ def blend_mask_i420(mask: np.ndarray, x0: int, y0: int, colour: np.ndarray, opac
     ``A`` of its 2x2 block — the chroma of the blended block's mean colour, as in
     :func:`blend_layer_i420`. Samples with no coverage keep their value bit for bit."""
     o = np.float32(opacity) / np.float32(255.0)
-    one, half, top = np.float32(1.0), np.float32(0.5), np.float32(255.0)
     cy, cu, cv = np.float32(colour[0]), np.float32(colour[1]), np.float32(colour[2])
     for i in range(mask.shape[0] // 2):
         m0, m1 = mask[2 * i], mask[2 * i + 1]
@@ -254,15 +260,13 @@ def blend_mask_i420(mask: np.ndarray, x0: int, y0: int, colour: np.ndarray, opac
             c = x0 // 2 + j
             a00, a01 = np.float32(m0[2 * j]) * o, np.float32(m0[2 * j + 1]) * o
             a10, a11 = np.float32(m1[2 * j]) * o, np.float32(m1[2 * j + 1]) * o
-            ya[2 * c] = np.uint8(min(np.float32(ya[2 * c]) * (one - a00) + a00 * cy + half, top))
-            ya[2 * c + 1] = np.uint8(min(np.float32(ya[2 * c + 1]) * (one - a01) + a01 * cy + half,
-                                         top))
-            yb[2 * c] = np.uint8(min(np.float32(yb[2 * c]) * (one - a10) + a10 * cy + half, top))
-            yb[2 * c + 1] = np.uint8(min(np.float32(yb[2 * c + 1]) * (one - a11) + a11 * cy + half,
-                                         top))
+            ya[2 * c] = _mix(ya[2 * c], a00, cy)
+            ya[2 * c + 1] = _mix(ya[2 * c + 1], a01, cy)
+            yb[2 * c] = _mix(yb[2 * c], a10, cy)
+            yb[2 * c + 1] = _mix(yb[2 * c + 1], a11, cy)
             a = (a00 + a01 + a10 + a11) * np.float32(0.25)
-            ur[c] = np.uint8(min(np.float32(ur[c]) * (one - a) + a * cu + half, top))
-            vr[c] = np.uint8(min(np.float32(vr[c]) * (one - a) + a * cv + half, top))
+            ur[c] = _mix(ur[c], a, cu)
+            vr[c] = _mix(vr[c], a, cv)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -271,11 +275,9 @@ def blend_mask(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, opacity:
     ``A = opacity · mask / 255`` (``mask (h, w)`` uint8, ``colour (3,)`` float32 RGB 0–255):
     :func:`blend_mask_i420` in RGB. Pixels with no coverage keep their exact value."""
     o = np.float32(opacity) / np.float32(255.0)
-    one, half, top = np.float32(1.0), np.float32(0.5), np.float32(255.0)
     for i in range(image.shape[0]):
         row, m = image[i], mask[i]
         for j in range(image.shape[1]):
             a = np.float32(m[j]) * o
             for k in range(3):
-                row[j, k] = np.uint8(min(np.float32(row[j, k]) * (one - a) + a * colour[k] + half,
-                                         top))
+                row[j, k] = _mix(row[j, k], a, colour[k])
