@@ -310,10 +310,10 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
 
     with open_source(str(talking)) as src:
         src.keep_yuv = True
-        frames = [f for f, _ in zip(src, range(6))]
+        frames = [f for f, _ in zip(src, range(7))]
         info = src.info
     assert all(f.yuv is not None for f in frames)
-    yuv0 = frames[0].yuv.copy()
+    inputs = [f.yuv.to_array() for f in frames]
     cam = make_camera(info, cfg)
     writer = H264Writer(Path(talking).with_name("unused.mp4"), info.width, info.height,
                         probe_timing(str(talking)))
@@ -321,16 +321,19 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
         cap = Capture()
         stage = _DrawStage(FaceDrawer(model, cam), cap, writer)
         assert stage.i420
-        for f in frames:
-            stage.write((f.image, f.yuv.copy(), faces_of(results[f.index])), f.index)
+        for f in frames[:6]:
+            stage.write((f.image, f.yuv, faces_of(results[f.index])), f.index)
+        stage.write((frames[0].image, inputs[0].copy(), faces_of(results[0])), 0)  # an array
     finally:
         writer.abort()
     drawer = FaceDrawer(model, cam)
-    for f, out in zip(frames, cap.items):
-        assert isinstance(out, I420)
+    assert all(out is f.yuv for f, out in zip(frames, cap.items[:6]))  # drawn in place
+    assert isinstance(cap.items[6], I420)
+    assert np.array_equal(cap.items[6].data, cap.items[0].to_array())
+    for f, out, inp in zip(frames[:6], cap.items, inputs):
         (x0, y0, x1, y1), _ = drawer.draw_window(f.image, faces_of(results[f.index]))
         y, u, v = out.planes()
-        y_in, u_in, v_in = I420(f.yuv).planes()
+        y_in, u_in, v_in = I420(inp).planes()
         outside = np.ones(y.shape, bool)
         outside[y0:y1, x0:x1] = False
         assert np.array_equal(y[outside], y_in[outside])
@@ -339,9 +342,9 @@ def test_decoder_planes_pass_through_outside_the_drawn_window(talking, tracked, 
         assert np.array_equal(u[c_out], u_in[c_out]) and np.array_equal(v[c_out], v_in[c_out])
         changed = np.abs(y[y0:y1, x0:x1].astype(int) - y_in[y0:y1, x0:x1]) > 12
         assert changed.mean() > 0.2  # the face is drawn in the window
-    # a frame without faces goes through untouched (the same array, no copy)
-    stage.write((frames[0].image, frames[0].yuv, []), 0)
-    assert cap.items[-1].data is frames[0].yuv and np.array_equal(cap.items[-1].data, yuv0)
+    # a frame without faces goes through untouched (the same frame, no copy)
+    stage.write((frames[6].image, frames[6].yuv, []), 6)
+    assert cap.items[-1] is frames[6].yuv and np.array_equal(cap.items[-1].to_array(), inputs[6])
 
 
 def test_premultiplied_blend_matches_the_opencv_composite(media_dir):
@@ -388,14 +391,14 @@ def test_faces_blended_into_the_planes_match_the_rgb_path(mode, min_drawn, talki
     coeffs = yuv_coefficients(1, False)  # d10 is BT.709
     for f in frames:
         faces = faces_of(results[f.index])
-        fused = I420(f.yuv.copy())
+        fused = I420(f.yuv.to_array())
         d.draw_i420(faces, fused.planes(), coeffs)
         (x0, y0, x1, y1), patch = d.draw_window(f.image, faces)
-        ref = I420(f.yuv.copy())
+        ref = I420(f.yuv.to_array())
         y, u, v = ref.planes()
         rgb_to_i420(patch, coeffs, y[y0:y1, x0:x1], u[y0 // 2:y1 // 2, x0 // 2:x1 // 2],
                     v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
-        yf, yr, y_in = fused.planes()[0], ref.planes()[0], I420(f.yuv).planes()[0]
+        yf, yr, y_in = fused.planes()[0], ref.planes()[0], f.yuv.planes()[0]
         drawn = yf != y_in
         assert drawn.mean() > min_drawn  # the face is there
         assert np.abs(yf[drawn].astype(int) - yr[drawn]).mean() < 1.5
@@ -461,10 +464,10 @@ def test_yuv_blend_kernel_matches_its_definition_anywhere_on_the_frame(talking, 
     cases = [(rgba, x0, y0) for x0, y0 in placed] + [
         (mid, x0 + dx, y0 + dy) for x0, y0 in placed[:1] for dx in (0, 1) for dy in (0, 1)]
     for layer_rgba, x0, y0 in cases:
-        out = I420(frame.yuv.copy())
+        out = I420(frame.yuv.to_array())
         blend_layer_i420(layer_rgba, x0, y0, 0.85, coeffs, *out.planes())
-        ref = _blend_reference(layer_rgba, x0, y0, 0.85, coeffs, I420(frame.yuv).planes())
-        for got, (want, covered), inp in zip(out.planes(), ref, I420(frame.yuv).planes()):
+        ref = _blend_reference(layer_rgba, x0, y0, 0.85, coeffs, frame.yuv.planes())
+        for got, (want, covered), inp in zip(out.planes(), ref, frame.yuv.planes()):
             diff = np.abs(got.astype(int) - want)
             assert diff.max() <= 1, (x0, y0)
             assert np.array_equal(got[~covered], inp[~covered]), (x0, y0)
@@ -505,9 +508,9 @@ def test_mask_blend_kernels_match_their_definition(talking, tracked, model):
         a[y0:y0 + h, x0:x0 + w] = o * mask / 255.0
         colour = m[:, :3] @ np.asarray(rgb, np.float64) + m[:, 3]
         ab = a.reshape(hh // 2, 2, ww // 2, 2).mean(axis=(1, 3))
-        out = I420(frame.yuv.copy())
+        out = I420(frame.yuv.to_array())
         blend_mask_i420(mask, x0, y0, colour.astype(np.float32), o, *out.planes())
-        for k, (got, inp, cov) in enumerate(zip(out.planes(), I420(frame.yuv).planes(), (a, ab, ab))):
+        for k, (got, inp, cov) in enumerate(zip(out.planes(), frame.yuv.planes(), (a, ab, ab))):
             want = np.floor(np.clip(inp * (1 - cov) + cov * colour[k] + 0.5, 0, 255))
             assert np.abs(got.astype(int) - want).max() <= 1
             assert np.array_equal(got[cov == 0], inp[cov == 0])
@@ -519,23 +522,40 @@ def test_mask_blend_kernels_match_their_definition(talking, tracked, model):
         assert np.array_equal(rgb_img[a == 0], frame.image[a == 0])
 
 
+def x264_options(path) -> str:
+    """The settings libx264 wrote into the stream itself (its SEI user data, in the first frame)."""
+    data = Path(path).read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\0", start)].decode("ascii", "replace")
+
+
 def test_overlay_encoder_settings_reach_the_encoder(talking, model, tmp_path):
-    """TrackOutputs.overlay_crf is what the overlay is encoded with (bench-overlay --crf relies on
-    it): a higher CRF gives a smaller file of the same frames."""
+    """TrackOutputs.overlay_rate is what the overlay is encoded with (bench-overlay --qp/--crf rely
+    on it): the default is a constant QP 23 in x264's own record of its settings, a higher QP gives
+    a smaller file of the same frames, and CRF switches x264's rate control."""
+    from tracker.overlay import DEFAULT_RATE
     from tracker.track import TrackOutputs, track_video
     from tracker.trackconfig import load_track_config
+    from tracker.videoout import RateControl
 
     cfg = load_track_config()
-    sizes, frames = {}, {}
-    for crf in (12, 35):
-        out = tmp_path / f"crf{crf}.mp4"
-        track_video(str(talking), model, cfg, TrackOutputs(tmp_path / f"{crf}.csv", overlay=out,
-                                                           overlay_crf=crf), progress=False)
-        sizes[crf] = out.stat().st_size
+    sizes, frames, opts = {}, {}, {}
+    for rate in (None, RateControl("qp", 12), RateControl("qp", 35), RateControl("crf", 30)):
+        out = tmp_path / f"{str(rate).replace(' ', '')}.mp4"
+        track_video(str(talking), model, cfg, TrackOutputs(tmp_path / "t.csv", overlay=out,
+                                                           overlay_rate=rate), progress=False)
+        sizes[rate], opts[rate] = out.stat().st_size, x264_options(out)
         with av.open(str(out)) as c:
-            frames[crf] = sum(1 for _ in c.decode(video=0))
-    assert frames[12] == frames[35] > 50
-    assert sizes[35] < 0.5 * sizes[12], sizes
+            frames[rate] = sum(1 for _ in c.decode(video=0))
+    assert DEFAULT_RATE == RateControl("qp", 23)
+    assert " rc=cqp " in opts[None] and " qp=23 " in opts[None], opts[None]
+    assert " rc=cqp " in opts[RateControl("qp", 35)] and " qp=35 " in opts[RateControl("qp", 35)]
+    assert " rc=crf " in opts[RateControl("crf", 30)] and " crf=30.0 " in opts[RateControl("crf", 30)]
+    assert len(set(frames.values())) == 1 and frames[None] > 50, frames
+    assert sizes[RateControl("qp", 35)] < 0.5 * sizes[RateControl("qp", 12)], sizes
+    for bad in (("qp", 52), ("crf", -1), ("abr", 23)):
+        with pytest.raises(ValueError):
+            RateControl(*bad)
 
 
 def test_every_frame_reaches_the_overlay_with_the_decoders_planes(talking, model, tmp_path,
@@ -566,24 +586,113 @@ def test_i420_frames_are_encoded_as_they_were_when_written(talking, tmp_path, pr
     the picture in before ``encode`` returns — also with its lookahead and frame threads, as
     in ``medium``). CRF 0 is lossless, so the check is exact."""
     from tracker.sources import open_source
-    from tracker.videoout import H264Writer, I420, probe_timing
+    from tracker.videoout import H264Writer, I420, RateControl, probe_timing
 
     with open_source(str(talking)) as src:
         src.keep_yuv = True
         frames = [f for _, f in zip(range(12), src)]
         info = src.info
-    want = [f.yuv.copy() for f in frames]
+    want = [f.yuv.to_array() for f in frames]
     out = tmp_path / "lossless.mp4"
     timing = probe_timing(str(talking), info.fps)
-    w = H264Writer(out, info.width, info.height, timing, crf=0, preset=preset, threads=0)
-    for f in frames:
-        w.write(I420(f.yuv), timing.pts(f.time_s))
-        f.yuv[:] = 0  # the caller reuses its buffer
+    w = H264Writer(out, info.width, info.height, timing, rate=RateControl("crf", 0), preset=preset,
+                   threads=0)
+    for f, arr in zip(frames, [x.copy() for x in want]):
+        w.write(I420(arr), timing.pts(f.time_s))
+        arr[:] = 0  # the caller reuses its buffer
     w.close()
     with av.open(str(out)) as c:
         got = [fr.to_ndarray(format="yuv420p") for fr in c.decode(video=0)]
     assert len(got) == len(want)
     assert all(np.array_equal(g, x) for g, x in zip(got, want))
+
+
+def test_decoded_frames_are_encoded_as_drawn_with_x264s_own_frame_types(videos, tmp_path):
+    """The writer encodes the decoder's own frames (DecodedI420) directly: drawn into in place,
+    they come out exactly as drawn (CRF 0 is lossless), and x264 picks the frame types itself —
+    the input's keyframes (every 60 frames here) are not forced onto the output."""
+    from tracker.sources import open_source
+    from tracker.videoout import H264Writer, RateControl, probe_timing
+
+    clip = str(videos["short_hamilton_clip"])
+    out = tmp_path / "decoded.mp4"
+    want, in_keys = [], []
+    with open_source(clip) as src:
+        src.keep_yuv = True
+        timing = probe_timing(clip, src.info.fps)
+        w = H264Writer(out, src.info.width, src.info.height, timing, rate=RateControl("crf", 0),
+                       preset="ultrafast", threads=1)
+        for f, _ in zip(src, range(130)):
+            in_keys.append(f.yuv.frame.key_frame)
+            y, u, v = f.yuv.planes()
+            y[40:120, 60:200] = 235 - f.index % 200  # a drawn patch, different every frame
+            u[20:60, 30:100] = 90
+            want.append(f.yuv.to_array())
+            w.write(f.yuv, timing.pts(f.time_s))
+        w.close()
+    with av.open(str(out)) as c:
+        dec = list(c.decode(video=0))
+    assert sum(in_keys) >= 3
+    assert len(dec) == len(want) and [f.key_frame for f in dec].count(True) == 1
+    assert all(np.array_equal(f.to_ndarray(), x) for f, x in zip(dec, want))
+
+
+@pytest.mark.parametrize("mode", ["shaded", "wire", "points"])
+def test_drawing_into_padded_decoder_rows_matches_a_plain_frame(videos, model, mode):
+    """d13 is 720 wide and its decoder pads rows to a larger line size: the overlay draws into
+    those padded planes (for speed). The frame comes out as drawing into a plain contiguous
+    copy gives it, also with the face pushed over the right edge, and the padding is untouched."""
+    from dataclasses import replace
+
+    from tracker.drawer import VIDEO_STYLE, FaceDrawer
+    from tracker.overlay import _DrawStage, faces_of
+    from tracker.pipeline import make_camera
+    from tracker.sources import open_source
+    from tracker.track import track_video
+    from tracker.trackconfig import load_track_config
+    from tracker.videoout import I420
+
+    clip = str(videos["d13"])
+    cfg = load_track_config()
+    _, results = track_video(clip, model, cfg, None, progress=False, max_frames=4)
+
+    class Capture:
+        def __init__(self):
+            self.items = []
+
+        def put(self, item, pts):
+            self.items.append(item)
+
+    class Encoder:  # what _DrawStage asks of its encoder
+        takes_i420, full_range, sws_colorspace = True, False, 5
+
+    with open_source(clip) as src:
+        src.keep_yuv = True
+        frames = [f for f, _ in zip(src, range(4))]
+        cam0 = make_camera(src.info, cfg)
+    for shift in (0.0, 330.0):  # 330 px right: the face crosses the frame's right edge
+        cam = replace(cam0, cx=cam0.cx + shift)
+        stage_dec = _DrawStage(FaceDrawer(model, cam, mode, VIDEO_STYLE), Capture(), Encoder())
+        stage_arr = _DrawStage(FaceDrawer(model, cam, mode, VIDEO_STYLE), Capture(), Encoder())
+        for f in frames:
+            yuv = f.yuv  # the decoder's frame, rows padded
+            assert yuv.padded_planes()[0].shape[1] > cam.width
+            before = [p[:, w:].copy() for p, w in zip(yuv.padded_planes(), (720, 360, 360))]
+            plain = yuv.to_array()
+            undrawn = plain.copy()
+            faces = faces_of(results[f.index])
+            assert faces
+            stage_dec.write((f.image, yuv, faces), 0)
+            stage_arr.write((f.image, plain, faces), 0)
+            got, want = stage_dec.sink.items[-1], stage_arr.sink.items[-1]
+            assert got is yuv and isinstance(want, I420)
+            assert np.array_equal(got.to_array(), want.data), (mode, shift)
+            assert not np.array_equal(want.data, undrawn)  # something was drawn
+            after = [p[:, w:] for p, w in zip(yuv.padded_planes(), (720, 360, 360))]
+            assert all(np.array_equal(a, b) for a, b in zip(before, after))
+        if shift:  # the drawing reaches the last column
+            y_in, y_out = I420(undrawn).planes()[0], I420(want.data).planes()[0]
+            assert (y_in[:, -2:] != y_out[:, -2:]).any()
 
 
 def test_bench_overlay_reports_the_cpu_of_each_thread(talking, model):
@@ -600,8 +709,9 @@ def test_bench_overlay_reports_the_cpu_of_each_thread(talking, model):
     assert len(r.rounds_seq) == 1 and r.floor_seq_ms > 0.7 * r.floor_ms
     assert r.whole_vs_sequential == pytest.approx(r.floor_seq_ms / r.whole_ms)
     parts = r.thread_cpu_ms
-    assert list(parts) == ["decode", "mediapipe", "tracking", "draw", "encode", "other"]
-    assert all(parts[k] > 0.05 for k in ("decode", "mediapipe", "tracking", "draw", "encode"))
+    # drawing happens in the tracking thread (OverlayStream), so there is no draw thread
+    assert list(parts) == ["decode", "mediapipe", "tracking", "encode", "other"]
+    assert all(parts[k] > 0.05 for k in ("decode", "mediapipe", "tracking", "encode"))
     named = sum(v for k, v in parts.items() if k != "other")
     assert named <= r.whole_cpu_ms * 1.02
     assert sum(parts.values()) == pytest.approx(r.whole_cpu_ms, rel=0.02)
@@ -638,8 +748,9 @@ def test_join_workers_waits_for_workers_only():
 
 
 def test_overlay_quality_flags_on_the_command_line(talking, tmp_path):
-    """`face3d track --overlay-crf/--overlay-preset` reach the encoder (a higher CRF gives a far
-    smaller file of the same frames); out-of-range values are usage errors (exit 2)."""
+    """`face3d track --overlay-qp/--overlay-crf/--overlay-preset` reach the encoder (a higher QP
+    gives a far smaller file of the same frames, and x264 records the settings); out-of-range
+    values and both rate controls at once are usage errors (exit 2)."""
     import subprocess
     import sys
 
@@ -649,15 +760,22 @@ def test_overlay_quality_flags_on_the_command_line(talking, tmp_path):
                               capture_output=True, text=True, timeout=300)
 
     sizes = {}
-    for crf, preset in ((12, "ultrafast"), (40, "veryfast")):
-        out = tmp_path / f"crf{crf}.mp4"
-        r = track("--overlay", out, "--overlay-crf", crf, "--overlay-preset", preset)
+    for flag, q, preset in (("--overlay-qp", 12, "ultrafast"), ("--overlay-qp", 40, "veryfast"),
+                            ("--overlay-crf", 26, "ultrafast")):
+        out = tmp_path / f"{flag}{q}.mp4"
+        r = track("--overlay", out, flag, q, "--overlay-preset", preset)
         assert r.returncode == 0, r.stderr
         with av.open(str(out)) as c:
             assert sum(1 for _ in c.decode(video=0)) > 50
-        sizes[crf] = out.stat().st_size
+        sizes[q] = out.stat().st_size
+        opts = x264_options(out)
+        mode = "cqp" if flag == "--overlay-qp" else "crf"
+        assert f" rc={mode} " in opts, opts
+        assert (f" qp={q} " if mode == "cqp" else f" crf={q}.0 ") in opts, opts
+        assert ("subme=0" if preset == "ultrafast" else "subme=2") in opts, opts
     assert sizes[40] < 0.2 * sizes[12], sizes
-    for bad in (["--overlay-crf", "60"], ["--overlay-crf", "x"], ["--overlay-preset", "quick"]):
+    for bad in (["--overlay-crf", "60"], ["--overlay-qp", "x"], ["--overlay-preset", "quick"],
+                ["--overlay-qp", "20", "--overlay-crf", "20"]):
         r = track("--overlay", tmp_path / "bad.mp4", *bad)
         assert r.returncode == 2 and bad[0] in r.stderr, r.stderr
     assert not (tmp_path / "bad.mp4").exists()

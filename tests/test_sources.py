@@ -450,8 +450,8 @@ def test_camera_failing_before_any_frame(tmp_path):
 
 @pytest.mark.parametrize("clip", ["d13", "d3"])  # 720 wide: padded rows (line size 768); 512
 def test_kept_yuv_planes_are_the_decoders_samples(videos, clip):
-    """Frame.yuv (the overlay's copy of the decoder's planes, copied plane by plane) holds the
-    same samples as PyAV's own VideoFrame.to_ndarray, and its RGB image is the same frame."""
+    """Frame.yuv (the decoder's own frame, not a copy) holds the same samples as PyAV's own
+    VideoFrame.to_ndarray, and its RGB image is the same frame."""
     import av
     import cv2
 
@@ -463,8 +463,36 @@ def test_kept_yuv_planes_are_the_decoders_samples(videos, clip):
     with av.open(str(videos[clip])) as c:
         theirs = [f.to_ndarray() for f, _ in zip(c.decode(video=0), range(5))]
     for f, ref in zip(ours, theirs):
-        assert f.yuv is not None and f.yuv.flags.c_contiguous
-        assert np.array_equal(f.yuv, ref)
+        assert isinstance(f.yuv.frame, av.VideoFrame) and f.yuv.shape == ref.shape
+        assert np.array_equal(f.yuv.to_array(), ref)
         # the same picture as the RGB image (BT.601 here; the clip's own matrix may differ)
         rgb = cv2.cvtColor(ref, cv2.COLOR_YUV2RGB_I420)
         assert np.abs(rgb.astype(int) - f.image).mean() < 4
+
+
+@pytest.mark.parametrize("clip", ["short_hamilton_clip", "d13"])  # P frames; B frames too
+def test_drawing_into_kept_frames_never_reaches_the_decoder(videos, clip):
+    """The overlay draws into Frame.yuv in place while the decoder may still hold that picture
+    as a reference for the frames after it. Scribbling over every frame as it arrives must leave
+    the following frames exactly as a clean decode gives them (DecodedI420.planes makes the frame
+    writable, which copies a picture the decoder still references)."""
+    import av
+
+    from tracker.sources import open_source
+
+    n = 90
+    with av.open(str(videos[clip])) as c:
+        clean = [f.to_ndarray() for f, _ in zip(c.decode(video=0), range(n))]
+    seen = []
+    with open_source(str(videos[clip])) as src:
+        src.keep_yuv = True
+        for f, _ in zip(src, range(n)):
+            seen.append(f.yuv.to_array())  # before the scribble
+            y, u, v = f.yuv.planes()
+            y[::3] = 255 - y[::3]
+            u[:, ::2], v[:] = 0, 255
+            assert not np.array_equal(f.yuv.to_array(), seen[-1])  # the frame itself changed
+    assert len(seen) == n
+    assert all(np.array_equal(a, b) for a, b in zip(seen, clean))
+
+

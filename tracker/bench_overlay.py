@@ -26,10 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .facemodel import FaceModel
 from .pipeline import TrackConfig
+
+if TYPE_CHECKING:
+    from .videoout import RateControl
 
 T = TypeVar("T")
 
@@ -40,7 +43,8 @@ class OverlayBench:
     frames: int
     mode: str
     preset: str
-    crf: int
+    rate: str
+    """x264 rate control, e.g. ``"QP 23"`` (:class:`~tracker.videoout.RateControl`)."""
     loadavg_1min: float
     floor_ms: float
     floor_cpu_ms: float
@@ -57,8 +61,8 @@ class OverlayBench:
     """``whole_vs_sequential`` of each round."""
     thread_cpu_ms: dict[str, float] = field(default_factory=dict)
     """CPU milliseconds per frame of ``track --overlay`` by thread (medians over the rounds):
-    ``tracking`` (the calling thread: fitting, queueing the overlay, the CSV), face3d's workers
-    (``decode``, ``mediapipe`` — the thread driving MediaPipe's graph —, ``draw``, ``encode``:
+    ``tracking`` (the calling thread: fitting, drawing the overlay, the CSV), face3d's workers
+    (``decode``, ``mediapipe`` — the thread driving MediaPipe's graph —, ``encode``:
     :mod:`tracker.threadcpu`) and ``other`` (the rest of the process: MediaPipe's graph threads,
     FFmpeg's, numba's)."""
 
@@ -122,23 +126,23 @@ WARMUP_FRAMES = 30
 
 
 def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str = "shaded",
-                  preset: str | None = None, crf: int | None = None,
+                  preset: str | None = None, rate: RateControl | None = None,
                   out_dir: str | None = None, rounds: int = 3) -> OverlayBench:
     """Time floor, track and overlay on ``input_spec`` (see the module docstring)."""
     import numpy as np
 
     from .bench_timing import floor_pass
-    from .overlay import DEFAULT_CRF, DEFAULT_PRESET
+    from .overlay import DEFAULT_PRESET, DEFAULT_RATE
     from .track import TrackOutputs, track_video
 
     preset = preset or DEFAULT_PRESET
-    crf = DEFAULT_CRF if crf is None else crf
+    rate = rate or DEFAULT_RATE
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         csv_path, out = Path(tmp) / "t.csv", Path(tmp) / "overlay.mp4"
 
         def track(overlay: bool, max_frames: int | None = None) -> object:
             outs = TrackOutputs(csv_path, overlay=out if overlay else None, overlay_mode=mode,
-                                overlay_crf=crf, overlay_preset=preset)
+                                overlay_rate=rate, overlay_preset=preset)
             return track_video(input_spec, model, cfg, outs, progress=False,
                                max_frames=max_frames)
 
@@ -165,7 +169,7 @@ def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str
     med = np.median(r, axis=0)
     names = sorted({k for p in threads for k in p}, key=_THREAD_ORDER.index)
     by_thread = {k: float(np.median([p.get(k, 0.0) for p in threads])) * ms for k in names}
-    return OverlayBench(str(input_spec), n, mode, preset, crf, float(os.getloadavg()[0]),
+    return OverlayBench(str(input_spec), n, mode, preset, str(rate), float(os.getloadavg()[0]),
                         *map(float, med), size, rounds=per_round, thread_cpu_ms=by_thread,
                         floor_seq_ms=float(np.median(seq_ms)), rounds_seq=per_round_seq)
 
@@ -181,7 +185,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--model", default=None)
     p.add_argument("--mode", choices=("shaded", "wire", "points"), default="shaded")
     p.add_argument("--preset", default=None, help="libx264 preset (default: the overlay's)")
-    p.add_argument("--crf", type=int, default=None)
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--qp", type=int, default=None, help="x264 constant quantiser (default: "
+                      "the overlay's)")
+    rate.add_argument("--crf", type=int, default=None, help="x264 constant rate factor instead")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per clip (medians)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
@@ -192,14 +199,18 @@ def run(args: argparse.Namespace) -> int:
     from .facemodel import load_face_model
     from .trackconfig import load_track_config
 
+    from .videoout import RateControl
+
     model, cfg = load_face_model(args.model), load_track_config()
+    rate = (RateControl("crf", args.crf) if args.crf is not None else
+            RateControl("qp", args.qp) if args.qp is not None else None)
     rows = []
     for inp in args.input:
-        r = bench_overlay(inp, model, cfg, args.mode, args.preset, args.crf, rounds=args.rounds)
+        r = bench_overlay(inp, model, cfg, args.mode, args.preset, rate, rounds=args.rounds)
         rows.append({**asdict(r), "whole_vs_floor": r.whole_vs_floor,
                      "whole_vs_sequential": r.whole_vs_sequential,
                      "track_vs_floor": r.track_vs_floor, "overlay_ms": r.overlay_ms})
-        print(f"{Path(inp).name}: {r.frames} frames, {r.mode}, x264 {r.preset} crf {r.crf}, "
+        print(f"{Path(inp).name}: {r.frames} frames, {r.mode}, x264 {r.preset} {r.rate}, "
               f"load {r.loadavg_1min:.1f}")
         print(f"  ms/frame wall (cpu): floor {r.floor_ms:.2f} ({r.floor_cpu_ms:.2f})  track "
               f"{r.track_ms:.2f} ({r.track_cpu_ms:.2f})  track --overlay {r.whole_ms:.2f} "

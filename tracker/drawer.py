@@ -245,10 +245,15 @@ class FaceDrawer:
         """Draw ``faces`` (farthest first) straight into ``planes``: ``Y (H, W)``, ``U``, ``V``
         ``(H/2, W/2)`` uint8 views of an even-sized 4:2:0 frame, modified in place, in the
         colour matrix ``coeffs`` (:func:`kernels.colour.yuv_coefficients`). No RGB is made or
-        converted (:func:`kernels.colour.blend_layer_i420`, :func:`~kernels.colour.blend_mask_i420`)."""
+        converted (:func:`kernels.colour.blend_layer_i420`, :func:`~kernels.colour.blend_mask_i420`).
+        The planes may be wider than the camera's frame (a decoder's rows padded to its line
+        size, :meth:`tracker.videoout.DecodedI420.padded_planes`): nothing right of the frame's
+        width is written."""
+        width = self.cam.width
         for m in self.marks(faces):
             if isinstance(m, Layer):
-                blend_layer_i420(np.ascontiguousarray(m.rgba), m.x0, m.y0, self.style.alpha,
+                rgba = m.rgba[:, :max(0, width - m.x0)]  # layers are clipped to the frame already
+                blend_layer_i420(np.ascontiguousarray(rgba), m.x0, m.y0, self.style.alpha,
                                  coeffs, *planes)
             else:
                 colour = (coeffs[:, :3] @ np.asarray(m.rgb, np.float32) + coeffs[:, 3])

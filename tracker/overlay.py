@@ -36,18 +36,27 @@ from .drawer import VIDEO_STYLE, FaceDrawer, Mode, OverlayStyle
 from .errors import InputError
 from .facemodel import FaceModel
 from .types import Camera, FaceParams, FrameResult
-from .videoout import I420
+from .videoout import DecodedI420, I420, RateControl
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-DEFAULT_CRF = 23
-"""libx264 CRF of overlay videos: x264's own default quality. Measured with ultrafast, one thread
-(x264 alone on decoded d13 frames, 720x1280, CPU per frame / size): CRF 20 3.6 ms / 21.6 KB,
-23 2.9–3.2 ms / 14.1 KB, 26 2.5–2.8 ms / 8.8 KB; 512x512 (WDA) CRF 23 1.1–1.3 ms. At 720p the
-encoder is the largest part of the overlay's cost. A constant QP would skip CRF's look-ahead
-estimate (0.4–0.6 ms at 720p) but ignores the content: on grainy WDA, QP 19 doubles the file
-against CRF 23, which settles at QP 25 there. So CRF it is; ``--overlay-crf`` trades."""
+DEFAULT_RATE = RateControl("qp", 23)
+"""libx264 rate control of overlay videos: constant QP 23. Measured with ``ultrafast``, one thread,
+x264 alone on 200 decoded frames (CPU per frame, size per frame, Y PSNR against the input):
+
+clip        CRF 23 (the old default)       QP 23                          QP 21
+d13 720p    4.2–4.3 ms  13.2 KB  44.7 dB   3.1–3.4 ms  8.1 KB  42.8 dB    3.6 ms  11.7 KB  44.1 dB
+s18 720p    3.7–3.9 ms   8.6 KB  45.7 dB   2.8–2.9 ms  5.6 KB  44.0 dB    3.1 ms   7.8 KB  45.3 dB
+d10 512     1.2 ms       4.1 KB  44.1 dB   1.0 ms      2.9 KB  42.7 dB    1.0 ms   3.9 KB  44.1 dB
+WDA 512     1.5 ms      11.6 KB  38.2 dB   1.4 ms     16.0 KB  40.2 dB    1.5 ms  20.4 KB  41.8 dB
+
+CRF's per-frame complexity estimate (a half-size motion search, see :class:`RateControl`) is
+about a quarter of the encoder at 720p: 0.9–1.0 ms of CPU alone, 1.0 ms inside a ``track --overlay``
+run (A/B in one process on d13), where the encoder is the largest single cost. QP 23
+keeps 42.8–44 dB on the clean clips (smaller files than CRF 23) and spends more bits on grain
+(WDA: 1.4x the file, +2 dB). ``--overlay-crf`` restores content-adaptive rate control;
+``--overlay-qp`` moves the quantiser."""
 DEFAULT_PRESET = "ultrafast"
 """libx264 preset. Measured re-encoding d10 (512x512, CRF 20, 2 loaded cores): ultrafast 6.7 KB
 per frame, superfast 3.8, veryfast 2.4, for 3.5 / 4.6 / 6.2 ms of CPU per frame (RGB→YUV and
@@ -74,7 +83,7 @@ def faces_of(result: FrameResult | None) -> list[FaceParams]:
 
 def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[FrameResult],
                   model: FaceModel, cfg: object, mode: Mode = "shaded", *,
-                  style: OverlayStyle | None = None, crf: int = DEFAULT_CRF,
+                  style: OverlayStyle | None = None, rate: RateControl = DEFAULT_RATE,
                   preset: str = DEFAULT_PRESET, threads: int | None = 1) -> OverlaySummary:
     """Draw ``results`` over ``input_spec`` into ``out_path`` (H.264 video, or a still image when
     the suffix is an image one), atomically. ``cfg`` is the :class:`~tracker.pipeline.TrackConfig`
@@ -104,7 +113,7 @@ def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[Frame
             write_image(out_path, drawer.draw(frame.image, faces_of(by_index.get(frame.index))))
             return OverlaySummary(out_path, 1, time.perf_counter() - t0)
         timing = probe_timing(input_spec, info.fps)
-        writer = H264Writer(out_path, info.width, info.height, timing, sar=info.sar, crf=crf,
+        writer = H264Writer(out_path, info.width, info.height, timing, sar=info.sar, rate=rate,
                             preset=preset, audio_from=src.path if info.has_audio else None)
         src.keep_yuv = True  # faces drawn into the decoder's own planes (_DrawStage)
         sink = _ThreadedSink(_DrawStage(drawer, _ThreadedSink(writer), writer),
@@ -132,8 +141,8 @@ def write_overlay(input_spec: str, out_path: str | Path, results: Sequence[Frame
 class OverlayStream:
     """The overlay drawn *during* tracking (one decode for both), for ``face3d track --overlay``.
 
-    ``add(frame, result)`` queues ``frame`` and ``result``'s faces for the drawing thread, which
-    hands the picture to the encoder thread. The faces are the tracker's per-frame answers passed
+    ``add(frame, result)`` draws ``result``'s faces into ``frame`` in the calling thread and
+    queues the picture for the encoder thread. The faces are the tracker's per-frame answers passed
     through a causal One Euro filter per face id (``smooth=True``, the live smoother): the CSV's zero-phase smoothing and identity
     refits need the whole clip, which a second decode pass (:func:`write_overlay`) would wait for
     — measured at 0.29–0.38x the decode+MediaPipe floor for track + overlay, against 0.5x
@@ -144,7 +153,7 @@ class OverlayStream:
 
     def __init__(self, input_spec: str, out_path: str | Path, model: FaceModel, cam: Camera,
                  fps: float | None, sar: float, audio_from: str | None, mode: Mode = "shaded", *,
-                 style: OverlayStyle | None = None, crf: int = DEFAULT_CRF,
+                 style: OverlayStyle | None = None, rate: RateControl = DEFAULT_RATE,
                  preset: str = DEFAULT_PRESET, smooth: bool = True) -> None:
         from .videoout import H264Writer, probe_timing
 
@@ -153,21 +162,24 @@ class OverlayStream:
         self.drawer = FaceDrawer(model, cam, mode, style or VIDEO_STYLE, 1)
         # one x264 thread: the tracker already keeps both cores busy, and x264's own threads
         # cost 3.2 instead of 2.1 ms of CPU a 512x512 frame (measured)
-        writer = H264Writer(self.path, cam.width, cam.height, self.timing, sar=sar, crf=crf,
+        writer = H264Writer(self.path, cam.width, cam.height, self.timing, sar=sar, rate=rate,
                             preset=preset, audio_from=audio_from, threads=1)
-        # drawing and encoding each run in a thread of their own (numba kernels, OpenCV and
-        # PyAV release the GIL), so neither adds to the tracking thread's time per frame
-        self.sink = _ThreadedSink(_DrawStage(self.drawer, _ThreadedSink(writer, depth=8), writer),
-                                  depth=8, name="draw")
+        # drawing runs in the calling (tracking) thread and encoding in a thread of its own
+        # (x264 releases the GIL). A drawing thread of its own as well was slower where the
+        # cores are scarcest: A/B in one process, track --overlay over the floor, medians of 4
+        # rounds, d13 (720x1280) 0.407 → 0.417 drawn inline, 0.422 → 0.443 with QP 23, s18
+        # (1280x720, 3 rounds) 0.469 → 0.487; d10 (512) 0.567 → 0.569. One thread fewer to
+        # schedule among ~10 on two cores, and 0.3 ms less CPU a frame (queue hand-offs)
+        self.sink = _DrawStage(self.drawer, _ThreadedSink(writer, depth=8), writer)
         self.smooth = smooth
         self._smoothers: dict[int, object] = {}
         self.frames = 0
 
     def add(self, image: np.ndarray, time_s: float, result: FrameResult,
-            yuv: np.ndarray | None = None) -> None:
-        """Queue one frame: its RGB ``image``, and the decoder's own 4:2:0 planes ``yuv`` when
-        the source kept them (:attr:`tracker.types.Frame.yuv`) — then the faces are drawn into
-        those planes and the rest is the input's own samples (:class:`_DrawStage`)."""
+            yuv: DecodedI420 | None = None) -> None:
+        """Draw and queue one frame: its RGB ``image``, and the decoder's own 4:2:0 frame ``yuv``
+        when the source kept it (:attr:`tracker.types.Frame.yuv`) — then the faces are drawn
+        into its planes and the rest is the input's own samples (:class:`_DrawStage`)."""
         faces = []
         for f in result.faces:
             if f.params is None or f.status != "tracked":
@@ -180,11 +192,11 @@ class OverlayStream:
                     sm = self._smoothers[f.face_id] = LiveSmoother()
                 p = sm.update(time_s, p)  # type: ignore[attr-defined]
             faces.append(p)
-        self.sink.put((image, yuv, faces), self.timing.pts(time_s))
+        self.sink.write((image, yuv, faces), self.timing.pts(time_s))
         self.frames += 1
 
     def finish(self) -> Path:
-        return self.sink.finish()
+        return self.sink.close()
 
     def abort(self) -> None:
         self.sink.abort()
@@ -215,9 +227,9 @@ class _DrawStage:
     """A writer that draws ``(image, yuv, faces)`` with a :class:`FaceDrawer` and hands the
     picture to ``sink`` (a :class:`_ThreadedSink` around ``encoder``).
 
-    With the decoder's planes (``yuv``) and a 4:2:0 limited-range output, the picture goes out as
-    :class:`~tracker.videoout.I420`: the input's own samples with the faces blended straight into
-    them (:meth:`FaceDrawer.draw_i420`, every mode), in the output's matrix. That skips a
+    With the decoder's frame (``yuv``: a :class:`~tracker.videoout.DecodedI420`, or an
+    :class:`~tracker.videoout.I420` array) and a 4:2:0 limited-range output, the picture goes out
+    as that frame: the input's own samples with the faces blended straight into them (:meth:`FaceDrawer.draw_i420`, every mode), in the output's matrix. That skips a
     full-frame RGB → YUV conversion per frame and keeps the background bit-exact. Otherwise RGB,
     converted by the encoder. Measured in the tracking run (d3, CPU per frame of the drawing
     thread / the encoder thread): RGB window converted to YUV 3.3 / 1.7 ms, blended into the
@@ -230,14 +242,18 @@ class _DrawStage:
             not getattr(encoder, "full_range", True)
         self.coeffs = yuv_coefficients(getattr(encoder, "sws_colorspace", 5), False)
 
-    def write(self, job: tuple[np.ndarray, np.ndarray | None, list[FaceParams]], pts: int) -> None:
+    def write(self, job: tuple[np.ndarray, DecodedI420 | np.ndarray | None, list[FaceParams]],
+              pts: int) -> None:
         image, yuv, faces = job
         if yuv is None or not self.i420:
             self.sink.put(self.drawer.draw(image, faces) if faces else image, pts)
             return
-        out = I420(yuv)  # the source's own copy (Frame.yuv): drawn into in place
+        # the decoder's own frame (Frame.yuv) or an I420 array: drawn into in place; a decoded
+        # frame's rows padded to its line size (the drawer writes inside the frame only)
+        out = yuv if isinstance(yuv, DecodedI420) else I420(yuv)
         if faces:
-            self.drawer.draw_i420(faces, out.planes(), self.coeffs)
+            planes = out.padded_planes() if isinstance(out, DecodedI420) else out.planes()
+            self.drawer.draw_i420(faces, planes, self.coeffs)
         self.sink.put(out, pts)
 
     def close(self) -> Path:

@@ -271,7 +271,7 @@ def synth(out_mp4: str | Path, model: FaceModel, seconds: float = 4.0,
     """Render a synthetic clip and its ground truth (see the module docstring). ``settings``
     overrides the other keyword arguments; ``truth_csv`` moves the truth CSV (and its
     ``.json``) away from the default ``OUT.csv``. Files are written atomically."""
-    from .videoout import H264Writer, VideoTiming
+    from .videoout import H264Writer, RateControl, VideoTiming
 
     s = settings or SynthSettings(seconds=seconds, size=size, fps=fps, seed=seed)
     out_mp4 = Path(out_mp4)
@@ -281,7 +281,8 @@ def synth(out_mp4: str | Path, model: FaceModel, seconds: float = 4.0,
     rate = Fraction(s.fps).limit_denominator(1001)
     timing = VideoTiming(time_base=1 / rate, origin=0, rate=rate, colorspace=1, color_range=1,
                          color_primaries=1, color_trc=1)
-    writer = H264Writer(out_mp4, s.size[0], s.size[1], timing, crf=s.crf, preset="medium")
+    writer = H264Writer(out_mp4, s.size[0], s.size[1], timing, rate=RateControl("crf", s.crf),
+                        preset="medium")
     try:
         with numba_threads(1):
             for i, p in enumerate(params):

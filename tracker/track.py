@@ -52,6 +52,7 @@ from .types import Camera, FaceParams, FaceResult, Frame, FrameResult, VideoInfo
 
 if TYPE_CHECKING:
     from .overlay import OverlayStream
+    from .videoout import RateControl
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TrackOutputs:
-    """What to write. ``fmt``: ``face3d`` (default layout) or ``livelink``; ``overlay_crf`` /
+    """What to write. ``fmt``: ``face3d`` (default layout) or ``livelink``; ``overlay_rate`` /
     ``overlay_preset``: libx264 settings of the overlay (``None``: the overlay module's)."""
 
     csv: Path
@@ -69,7 +70,7 @@ class TrackOutputs:
     arkit: bool = False
     overlay: Path | None = None
     overlay_mode: str = "shaded"
-    overlay_crf: int | None = None
+    overlay_rate: RateControl | None = None
     overlay_preset: str | None = None
 
 
@@ -258,11 +259,11 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
                               revise_history=cfg.smooth != "live", detector=detector)
         overlay = None
         if want_overlay:
-            from .overlay import DEFAULT_CRF, DEFAULT_PRESET, OverlayStream
+            from .overlay import DEFAULT_PRESET, DEFAULT_RATE, OverlayStream
             assert out is not None and out.overlay is not None
             overlay = OverlayStream(input_spec, out.overlay, model, cam, info.fps, info.sar,
                                     src.path if info.has_audio else None, out.overlay_mode,
-                                    crf=DEFAULT_CRF if out.overlay_crf is None else out.overlay_crf,
+                                    rate=out.overlay_rate or DEFAULT_RATE,
                                     preset=out.overlay_preset or DEFAULT_PRESET)
     except BaseException:
         close = getattr(stream, "close", None)

@@ -15,9 +15,12 @@ Conventions (pinned by ``tests/test_conventions.py``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .videoout import DecodedI420
 
 Status = Literal["tracked", "lost"]
 
@@ -48,15 +51,15 @@ class VideoInfo:
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame: ``image`` is ``(H, W, 3) uint8`` RGB, ``time_s`` its PTS in seconds;
-    ``yuv``: the decoder's own 4:2:0 planes (``(H * 3 // 2, W) uint8``, PyAV's ``yuv420p``
-    layout) when the source was asked to keep them and the frame has them (see
-    :attr:`tracker.sources.Source.keep_yuv`), else ``None`` — a private copy, which the overlay
-    draws into in place."""
+    ``yuv``: the decoder's own 4:2:0 frame (a :class:`tracker.videoout.DecodedI420`) when the
+    source was asked to keep it and the frame is one (see
+    :attr:`tracker.sources.Source.keep_yuv`), else ``None`` — the overlay draws into it in
+    place."""
 
     index: int
     time_s: float
     image: np.ndarray
-    yuv: np.ndarray | None = None
+    yuv: DecodedI420 | None = None
 
 
 @dataclass(frozen=True)
