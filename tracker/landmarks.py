@@ -143,9 +143,9 @@ def inter_ocular(points: np.ndarray) -> float:
 
 def bbox(points: np.ndarray) -> np.ndarray:
     """``(4,)`` x0, y0, x1, y1 of the first 468 points."""
-    # four 1-D reductions: 4 µs against 19 for min/max over axis 0 of the (468, 2) view, and
-    # under numpy's 500-element threshold, so the GIL is not released and re-won (a wait behind
-    # the decoding and encoding threads in a tracking run)
+    # four 1-D reductions: 4 µs against 19 for min/max over axis 0 of the (468, 2) view (an
+    # A/B of whole d13 overlay runs could not tell the two apart: 0.435 vs 0.448 x the floor,
+    # rounds spread 0.40-0.47)
     x, y = points[:468, 0], points[:468, 1]
     return np.array([x.min(), y.min(), x.max(), y.max()], dtype=points.dtype)
 
