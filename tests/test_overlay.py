@@ -624,7 +624,7 @@ def test_decoded_frames_are_encoded_as_drawn_with_x264s_own_frame_types(videos, 
                        preset="ultrafast", threads=1)
         for f, _ in zip(src, range(130)):
             in_keys.append(f.yuv.frame.key_frame)
-            y, u, v = f.yuv.planes()
+            y, u, _ = f.yuv.planes()
             y[40:120, 60:200] = 235 - f.index % 200  # a drawn patch, different every frame
             u[20:60, 30:100] = 90
             want.append(f.yuv.to_array())

@@ -198,7 +198,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from .facemodel import load_face_model
     from .trackconfig import load_track_config
-
     from .videoout import RateControl
 
     model, cfg = load_face_model(args.model), load_track_config()

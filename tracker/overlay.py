@@ -36,7 +36,7 @@ from .drawer import VIDEO_STYLE, FaceDrawer, Mode, OverlayStyle
 from .errors import InputError
 from .facemodel import FaceModel
 from .types import Camera, FaceParams, FrameResult
-from .videoout import DecodedI420, I420, RateControl
+from .videoout import I420, DecodedI420, RateControl
 
 log = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ class DecodedI420:
     (720x1280), against copying the planes into one array (:class:`I420`) on the decoding
     thread: 0.4 ms less CPU a frame, the same output bit for bit."""
 
-    __slots__ = ("frame", "_planes")
+    __slots__ = ("_planes", "frame")
 
     def __init__(self, frame: Any) -> None:
         if frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2:
