@@ -5,15 +5,18 @@ frame's faces from the final (smoothed) results with a :class:`~tracker.drawer.F
 encodes with :class:`tracker.videoout.H264Writer` at the input's exact size, frame rate,
 timestamps, sample aspect ratio and colour tags, with its audio copied. During ``face3d track
 --overlay`` (:class:`OverlayStream`) the same happens in the tracking pass itself, one decode
-for both. Decoding, drawing and encoding run in threads of their own: PyAV releases the GIL
-while it decodes, converts and encodes, and the numba kernels of ``kernels/`` are compiled
-``nogil`` (while they held it, a competing pure-Python thread was measured to stretch a 2.5 ms
-rasterize to 8.9 ms — the GIL switch interval).
+for both. Decoding and encoding run in threads of their own; drawing runs in a thread of its own
+in :func:`write_overlay` and in the tracking thread during ``face3d track`` (measured faster
+there, see :class:`OverlayStream`). PyAV releases the GIL while it decodes, converts and
+encodes, and the numba kernels of ``kernels/`` are compiled ``nogil`` (while they held it, a
+competing pure-Python thread was measured to stretch a 2.5 ms rasterize to 8.9 ms — the GIL
+switch interval).
 
 The modes (shaded, wire, points) and how a face is drawn are in :mod:`tracker.drawer`. Pixels
 away from the drawn faces are the decoded input, untouched before encoding: for 8-bit 4:2:0
-inputs the encoder gets the decoder's own YUV planes with the faces blended straight into them
-(:class:`_DrawStage`); other inputs go through RGB. ``tracker/bench_overlay.py`` times the whole
+inputs the encoder gets the decoder's own frames with the faces blended straight into their
+planes (:class:`_DrawStage`, :class:`~tracker.videoout.DecodedI420`); other inputs go through
+RGB. ``tracker/bench_overlay.py`` times the whole
 ``track --overlay`` run against the decode + MediaPipe floor.
 """
 
