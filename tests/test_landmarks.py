@@ -25,6 +25,51 @@ def test_detects_478_points_in_pixels(videos):
     assert 50 < inter_ocular(p) < 300
 
 
+def test_decoding_while_mediapipe_works_gives_the_same_landmarks(videos):
+    """track --overlay decodes frame n + 1 while MediaPipe works on frame n (submit / collect,
+    tracker.track.decode_while_detecting): the landmarks are exactly those of detect(), frame by
+    frame, in tracking mode; and the source is closed when done. Misuse is an error."""
+    from tracker.track import decode_while_detecting
+
+    with open_source(videos["d13"]) as src:
+        frames = [f for f, _ in zip(src, range(40))]
+    with LandmarkDetector() as det:
+        want = [det.detect(f.image, f.time_s) for f in frames]
+
+    class Frames:  # a closable source, like tracker.sources.Source
+        closed = False
+
+        def __iter__(self):
+            return iter(frames)
+
+        def close(self):
+            self.closed = True
+
+    src = Frames()
+    with LandmarkDetector() as det:
+        got = list(decode_while_detecting(src, det))
+        assert not det.pending
+        with pytest.raises(RuntimeError):
+            det.collect()
+        det.submit(frames[0].image, 99.0)
+        with pytest.raises(RuntimeError):
+            det.submit(frames[1].image, 99.1)
+        det.reset()  # collects the pending frame first
+        assert not det.pending
+    assert src.closed
+    assert [f.index for f, _ in got] == [f.index for f in frames]
+    assert all(len(w) == len(g) == 1 for w, (_, g) in zip(want, got))
+    assert all(np.array_equal(w[0].points, g[0].points) for w, (_, g) in zip(want, got))
+    # abandoned half-way (Ctrl-C in the consumer): the pending frame is collected, source closed
+    src = Frames()
+    with LandmarkDetector() as det:
+        gen = decode_while_detecting(src, det)
+        next(gen), next(gen)
+        assert det.pending
+        gen.close()
+        assert not det.pending and src.closed
+
+
 def test_sar_maps_back_to_stored_grid(videos):
     """d9 stores 512 px for 480 displayed: detecting on the display-aspect copy and mapping back
     agrees with detecting on a manually resampled frame, scaled."""

@@ -62,7 +62,8 @@ class OverlayBench:
     thread_cpu_ms: dict[str, float] = field(default_factory=dict)
     """CPU milliseconds per frame of ``track --overlay`` by thread (medians over the rounds):
     ``tracking`` (the calling thread: fitting, drawing the overlay, the CSV), face3d's workers
-    (``decode``, ``mediapipe`` — the thread driving MediaPipe's graph —, ``encode``:
+    (``mediapipe`` — the thread driving MediaPipe's graph, which also decodes in an overlay run
+    (:func:`tracker.track.decode_while_detecting`) —, ``encode``:
     :mod:`tracker.threadcpu`) and ``other`` (the rest of the process: MediaPipe's graph threads,
     FFmpeg's, numba's)."""
 

@@ -31,6 +31,7 @@ from .types import Landmarks
 log = logging.getLogger(__name__)
 
 N_LANDMARKS = 478
+_NOTHING = object()
 
 
 class LandmarkDetector:
@@ -53,14 +54,25 @@ class LandmarkDetector:
                               min_detection_confidence=min_detection_confidence,
                               min_tracking_confidence=min_tracking_confidence)
         self._last_us = -1
+        self._pending: tuple[int, int] | None = None
+        self._legacy: object = _NOTHING
 
     def detect(self, image: np.ndarray, time_s: float, sar: float = 1.0) -> tuple[Landmarks, ...]:
         """Landmarks of every face in ``image`` ``(H, W, 3) uint8`` RGB at presentation time ``time_s``.
 
         Returns ``Landmarks`` in pixels of the stored grid (see :class:`tracker.types.Landmarks`).
         """
+        self.submit(image, time_s, sar)
+        return self.collect()
+
+    def submit(self, image: np.ndarray, time_s: float, sar: float = 1.0) -> None:
+        """Start :meth:`detect` on ``image`` and return at once: MediaPipe's graph works on it in
+        its own threads until :meth:`collect` (the caller may decode the next frame meanwhile).
+        One frame at a time: every ``submit`` is followed by one ``collect``."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        if self._pending is not None:
+            raise RuntimeError("submit() while a frame is pending: collect() it first")
         h, w = image.shape[:2]
         src = image
         if abs(sar - 1.0) > 1e-3:
@@ -69,7 +81,20 @@ class LandmarkDetector:
         if t_us <= self._last_us:
             t_us = self._last_us + 1
         self._last_us = t_us
-        faces = self._process(np.ascontiguousarray(src), t_us) or ()
+        self._pending = (w, h)
+        self._submit(np.ascontiguousarray(src), t_us)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a :meth:`submit` waits for its :meth:`collect`."""
+        return self._pending is not None
+
+    def collect(self) -> tuple[Landmarks, ...]:
+        """The landmarks of the frame given to :meth:`submit` (waits for MediaPipe)."""
+        if self._pending is None:
+            raise RuntimeError("collect() without submit()")
+        (w, h), self._pending = self._pending, None
+        faces = self._collect() or ()
         out = []
         for f in faces:
             a = _landmarks_array(f)
@@ -81,8 +106,8 @@ class LandmarkDetector:
             out.append(Landmarks(a))
         return tuple(out)
 
-    def _process(self, image: np.ndarray, t_us: int) -> list | None:
-        """One graph step at timestamp ``t_us``; the face landmark lists or ``None``.
+    def _submit(self, image: np.ndarray, t_us: int) -> None:
+        """One graph step at timestamp ``t_us``, started (see :meth:`_collect`).
 
         Drives the graph the way ``SolutionBase.process`` does, but with the frame's own
         timestamp (the legacy class stamps packets 33333 µs apart, i.e. assumes 30 fps) and
@@ -92,18 +117,28 @@ class LandmarkDetector:
         try:
             graph, outputs = m._graph, m._graph_outputs  # noqa: SLF001
             in_type = m._input_stream_type_info["image"]  # noqa: SLF001
-            out_type = m._output_stream_type_info["multi_face_landmarks"]  # noqa: SLF001
         except (AttributeError, KeyError, TypeError):  # pragma: no cover - other mediapipe
             m._simulated_timestamp = t_us - 33333  # noqa: SLF001
-            return m.process(image).multi_face_landmarks
+            self._legacy = m.process(image).multi_face_landmarks
+            return
         outputs.clear()
         graph.add_packet_to_input_stream(stream="image", packet=m._make_packet(in_type, image).at(t_us))  # noqa: SLF001
-        graph.wait_until_idle()
-        pkt = outputs.get("multi_face_landmarks")
+
+    def _collect(self) -> list | None:
+        """The face landmark lists of the step :meth:`_submit` started, or ``None``."""
+        m = self._mesh
+        if self._legacy is not _NOTHING:  # pragma: no cover - other mediapipe
+            r, self._legacy = self._legacy, _NOTHING
+            return r  # type: ignore[return-value]
+        m._graph.wait_until_idle()  # noqa: SLF001
+        pkt = m._graph_outputs.get("multi_face_landmarks")  # noqa: SLF001
+        out_type = m._output_stream_type_info["multi_face_landmarks"]  # noqa: SLF001
         return None if pkt is None else m._get_packet_content(out_type, pkt)  # noqa: SLF001
 
     def reset(self) -> None:
         """Forget the tracked faces (next call runs the detector)."""
+        if self._pending is not None:
+            self.collect()
         self._mesh.reset()
         self._last_us = -1
 
