@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tracker.errors import InputError
 from tracker.landmarks import FaceIds, LandmarkDetector, inter_ocular
 from tracker.sources import open_source
 from tracker.types import Landmarks
@@ -60,6 +61,21 @@ def test_decoding_while_mediapipe_works_gives_the_same_landmarks(videos):
     assert [f.index for f, _ in got] == [f.index for f in frames]
     assert all(len(w) == len(g) == 1 for w, (_, g) in zip(want, got))
     assert all(np.array_equal(w[0].points, g[0].points) for w, (_, g) in zip(want, got))
+    # decoding fails after 12 frames (a truncated file): all 12 come out, then the error
+    class Failing(Frames):
+        def __iter__(self):
+            yield from frames[:12]
+            raise InputError("truncated")
+
+    src = Failing()
+    seen = []
+    with LandmarkDetector() as det:
+        with pytest.raises(InputError, match="truncated"):
+            for f, faces in decode_while_detecting(src, det):
+                seen.append((f.index, faces))
+        assert not det.pending
+    assert src.closed and [i for i, _ in seen] == [f.index for f in frames[:12]]
+    assert all(np.array_equal(w[0].points, g[0].points) for w, (_, g) in zip(want, seen))
     # abandoned half-way (Ctrl-C in the consumer): the pending frame is collected, source closed
     src = Frames()
     with LandmarkDetector() as det:

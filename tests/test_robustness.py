@@ -152,6 +152,29 @@ def test_truncated_video_logs_nothing_besides_the_error(tmp_path, face_frames, m
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+def test_truncated_video_allowed_with_overlay_keeps_every_decoded_frame(tmp_path, face_frames,
+                                                                      model):
+    """--allow-truncated with --overlay (decoding then happens in MediaPipe's thread,
+    track.decode_while_detecting): every frame that decodes is tracked, in the CSV, and drawn,
+    in the overlay — the last one too."""
+    import av
+
+    from tracker.sources import open_source
+    from tracker.track import TrackOutputs, track_video
+
+    cut = _cut_face_clip(tmp_path, face_frames)
+    with open_source(str(cut)) as src:
+        decodable = sum(1 for _ in src)
+    summary, results = track_video(str(cut), model, load_track_config(),
+                                   TrackOutputs(tmp_path / "o.csv", overlay=tmp_path / "o.mp4"),
+                                   progress=False, allow_truncated=True)
+    assert 5 < decodable < len(face_frames)
+    assert summary.frames == len(results) == decodable
+    assert len(read_track_csv(tmp_path / "o.csv").status) == decodable
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == decodable
+
+
 def test_faceless_video_every_row_lost(tmp_path, model_path):
     clip = mk.write_video(tmp_path / "pattern.mp4", n_frames=25, size=(160, 120))
     out = tmp_path / "out" / "OUT.csv"

@@ -204,14 +204,22 @@ def decode_while_detecting(frames: Iterable[Frame], detector: LandmarkDetector,
     (720x1280) 0.428 → 0.465, s18 (1280x720) 0.514 → 0.535, d10 (512) 0.590 → 0.625; CPU a
     frame 13.0 → 12.6 ms on d13. Without the overlay the separate decoding thread, running up to
     8 frames ahead, is better: ``face3d track`` on d13 0.795 → 0.719 this way (d3 0.930 → 0.926).
-    Closes ``frames`` when done, like :class:`prefetch`."""
+    Closes ``frames`` when done, like :class:`prefetch`. When decoding fails (a truncated or
+    corrupt file), the frame MediaPipe was working on is still yielded before the error."""
     it = iter(frames)
     try:
         f = next(it, None)
         if f is None:
             return
         detector.submit(f.image, f.time_s, sar)
-        for nxt in it:  # decoded while MediaPipe works on f
+        while True:
+            try:
+                nxt = next(it)  # decoded while MediaPipe works on f
+            except StopIteration:
+                break
+            except Exception:
+                yield f, detector.collect()  # the last good frame is not lost to the error
+                raise
             faces = detector.collect()
             detector.submit(nxt.image, nxt.time_s, sar)
             yield f, faces
