@@ -251,12 +251,11 @@ class _DrawStage:
         if yuv is None or not self.i420:
             self.sink.put(self.drawer.draw(image, faces) if faces else image, pts)
             return
-        # the decoder's own frame (Frame.yuv) or an I420 array: drawn into in place; a decoded
+        # the decoder's own frame (Frame.yuv) or an I420 array: drawn into in place, a decoded
         # frame's rows padded to its line size (the drawer writes inside the frame only)
         out = yuv if isinstance(yuv, DecodedI420) else I420(yuv)
         if faces:
-            planes = out.padded_planes() if isinstance(out, DecodedI420) else out.planes()
-            self.drawer.draw_i420(faces, planes, self.coeffs)
+            self.drawer.draw_i420(faces, out.padded_planes(), self.coeffs)
         self.sink.put(out, pts)
 
     def close(self) -> Path:
