@@ -476,6 +476,64 @@ def test_yuv_blend_kernel_matches_its_definition_anywhere_on_the_frame(talking, 
         assert (covered == 0) if off_frame else (covered > 0), (x0, y0, covered)
 
 
+def test_scaled_layer_blend_equals_resizing_then_blending(talking, tracked, model):
+    """kernels.colour.blend_scaled_layer_i420 (the layer resized two rows at a time, only where
+    it has coverage) gives bit for bit what cv2.resize then blend_layer_i420 give: for the real
+    face layer the overlay draws (rendered small, shown larger), placed at even and odd offsets,
+    across each edge and off the frame, into planes padded past the frame's width (never written
+    there), and resized to odd sizes, to its own size and down."""
+    import cv2
+
+    from kernels.colour import (
+        blend_layer_i420,
+        blend_scaled_layer_i420,
+        yuv_coefficients,
+    )
+    from tracker.drawer import VIDEO_STYLE, FaceDrawer
+    from tracker.overlay import faces_of
+    from tracker.pipeline import make_camera
+    from tracker.scene import ScaledLayer
+    from tracker.sources import open_source
+
+    cfg, results = tracked
+    with open_source(str(talking)) as src:
+        src.keep_yuv = True
+        frame = next(iter(src))
+        cam = make_camera(src.info, cfg)
+    layer = FaceDrawer(model, cam, "shaded", VIDEO_STYLE)._shaded(faces_of(results[frame.index])[0])
+    assert isinstance(layer, ScaledLayer) and layer.small.shape[1] < layer.width  # drawn small
+    small = layer.small
+    y_in, u_in, v_in = frame.yuv.planes()
+    hh, ww = y_in.shape
+    pad = 24  # planes wider than the frame, like a decoder's padded rows
+    planes_in = [np.pad(p, ((0, 0), (0, pad // (1 if i == 0 else 2))), constant_values=77)
+                 for i, p in enumerate((y_in, u_in, v_in))]
+    coeffs = yuv_coefficients(1, False)
+    w, h = layer.width, layer.height
+    sizes = [(w, h), (w + 1, h - 1), (small.shape[1], small.shape[0]), (small.shape[1] // 2, 31)]
+    placed = [(layer.x0, layer.y0), (layer.x0 + 1, layer.y0 + 1), (-w // 2 - 1, -h // 3),
+              (ww - w // 3, hh - h // 2 + 1), (ww - w // 4 + 1, 10), (-w - 5, 0), (ww + 2, 0)]
+    changed = 0
+    # the frame as decoded, and one column narrower (its last chroma samples then cover one
+    # column; blend_layer_i420 itself assumes an even height)
+    for fw, fh in ((ww, hh), (ww - 1, hh)):
+        for width, height in sizes:
+            big = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+            for x0, y0 in placed + [(fw - w // 2, fh - h // 2)]:
+                got = [p.copy() for p in planes_in]
+                got[0] = got[0][:fh]
+                blend_scaled_layer_i420(small, x0, y0, width, height, 0.85, coeffs, *got, fw)
+                want = [p.copy() for p in planes_in]
+                want[0] = want[0][:fh]
+                blend_layer_i420(np.ascontiguousarray(big[:max(0, fh - y0), :max(0, fw - x0)]),
+                                 x0, y0, 0.85, coeffs, *want)
+                for g, wnt, p, cols in zip(got, want, planes_in, (fw, (fw + 1) // 2, (fw + 1) // 2)):
+                    assert np.array_equal(g, wnt), (fw, fh, width, height, x0, y0)
+                    assert np.array_equal(g[:, cols:], p[:g.shape[0], cols:])  # past the frame
+                changed += int((got[0] != planes_in[0][:fh]).sum())
+    assert changed > 0
+
+
 def test_mask_blend_kernels_match_their_definition(talking, tracked, model):
     """kernels.colour.blend_mask_i420 and blend_mask (wire and dots: one colour under a coverage
     mask) against their definition in float64, for the real wireframe mask of a face and a

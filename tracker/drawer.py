@@ -44,6 +44,7 @@ from kernels.colour import (
     blend_mask,
     blend_mask_i420,
     blend_premultiplied,
+    blend_scaled_layer_i420,
 )
 
 from .facemodel import FaceModel
@@ -52,6 +53,7 @@ from .scene import (
     NEAR,
     HeadMesh,
     Layer,
+    ScaledLayer,
     combine,
     face_box,
     head_mesh,
@@ -141,11 +143,13 @@ class Marks:
     opacity: float
 
 
-Mark = Layer | Marks
+Mark = Layer | ScaledLayer | Marks
 
 
 def mark_box(m: Mark) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)`` image pixels a mark covers (exclusive ends)."""
+    if isinstance(m, ScaledLayer):
+        return m.x0, m.y0, m.x0 + m.width, m.y0 + m.height
     h, w = (m.rgba if isinstance(m, Layer) else m.coverage).shape[:2]
     return m.x0, m.y0, m.x0 + w, m.y0 + h
 
@@ -233,7 +237,7 @@ class FaceDrawer:
         for m in marks:
             mx0, my0, mx1, my1 = mark_box(m)
             win = patch[my0 - y0:my1 - y0, mx0 - x0:mx1 - x0]
-            if isinstance(m, Layer):
+            if isinstance(m, (Layer, ScaledLayer)):
                 blend_premultiplied(win, m.rgba, self.style.alpha)
             else:
                 blend_mask(win, m.coverage, np.asarray(m.rgb, np.float32), m.opacity)
@@ -245,13 +249,18 @@ class FaceDrawer:
         """Draw ``faces`` (farthest first) straight into ``planes``: ``Y (H, W)``, ``U``, ``V``
         ``(H/2, W/2)`` uint8 views of an even-sized 4:2:0 frame, modified in place, in the
         colour matrix ``coeffs`` (:func:`kernels.colour.yuv_coefficients`). No RGB is made or
-        converted (:func:`kernels.colour.blend_layer_i420`, :func:`~kernels.colour.blend_mask_i420`).
+        converted (:func:`kernels.colour.blend_layer_i420`, or
+        :func:`~kernels.colour.blend_scaled_layer_i420` for a face rendered small, which is resized as
+        it is blended; :func:`~kernels.colour.blend_mask_i420`).
         The planes may be wider than the camera's frame (a decoder's rows padded to its line
         size, :meth:`tracker.videoout.DecodedI420.padded_planes`): nothing right of the frame's
         width is written."""
         width = self.cam.width
         for m in self.marks(faces):
-            if isinstance(m, Layer):
+            if isinstance(m, ScaledLayer):  # resized while it is blended (same result)
+                blend_scaled_layer_i420(m.small, m.x0, m.y0, m.width, m.height, self.style.alpha,
+                                        coeffs, *planes, width)
+            elif isinstance(m, Layer):
                 rgba = m.rgba[:, :max(0, width - m.x0)]  # layers are clipped to the frame already
                 blend_layer_i420(np.ascontiguousarray(rgba), m.x0, m.y0, self.style.alpha,
                                  coeffs, *planes)
@@ -296,7 +305,8 @@ class FaceDrawer:
             colours = lambert_colours(self.mesh, x_cam, self.mesh.albedo, LIGHT_DIR,
                                       self.style.ambient, self.style.diffuse)
         return render_layer(self.cam, self.mesh, x_cam, colours, antialias=self.style.antialias,
-                            scale=self.style.render_scale, max_px=self.style.max_layer_px)
+                            scale=self.style.render_scale, max_px=self.style.max_layer_px,
+                            keep_small=True)
 
     def _wire_marks(self, p: FaceParams) -> Marks | None:
         import cv2

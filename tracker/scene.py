@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -276,6 +277,32 @@ class Layer:
         return self.rgba[..., 3]
 
 
+@dataclass(frozen=True)
+class ScaledLayer:
+    """A :class:`Layer` kept at the resolution it was rendered at: ``small (hs, ws, 4)``
+    (premultiplied float32) that covers image pixels ``[y0, y0 + height) x [x0, x0 + width)``
+    once resized up bilinearly. ``rgba`` makes that layer (``cv2.resize``, ``INTER_LINEAR``: what
+    :func:`render_layer` returns without ``keep_small``);
+    :func:`kernels.colour.blend_scaled_layer_i420` blends it into 4:2:0 planes without making it,
+    bit for bit the same."""
+
+    x0: int
+    y0: int
+    width: int
+    height: int
+    small: np.ndarray
+
+    @cached_property
+    def rgba(self) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(self.small, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+
+    @property
+    def alpha(self) -> np.ndarray:
+        return self.rgba[..., 3]
+
+
 def face_box(cam: Camera, x_cam: np.ndarray, margin: int = 2) -> tuple[int, int, int, int] | None:
     """Pixel box ``(x0, y0, x1, y1)`` (exclusive ends) of the points in front of the camera,
     clipped to the image; ``None`` when nothing is visible."""
@@ -316,7 +343,8 @@ def _reduced_camera(sc: Camera, scale: float, max_px: int) -> tuple[Camera, floa
 
 
 def render_layer(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, colours: np.ndarray, *,
-                 antialias: bool = True, scale: float = 1.0, max_px: int = 0) -> Layer | None:
+                 antialias: bool = True, scale: float = 1.0, max_px: int = 0,
+                 keep_small: bool = False) -> Layer | ScaledLayer | None:
     """Rasterize the posed mesh (back faces culled) with vertex ``colours (V, 3)`` into a layer
     over its bounding box; ``None`` when it is off-screen.
 
@@ -325,6 +353,7 @@ def render_layer(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, colours: np.nda
     drops four-fold — what lets a video overlay keep pace with tracking (tracker/overlay.py).
     ``max_px > 0`` lowers the scale further so that the rendered box's longer side is at most
     that many pixels (a face filling a 720p frame costs no more than a 512 px one).
+    ``keep_small`` returns such a layer unresized, as a :class:`ScaledLayer`.
     """
     import cv2
 
@@ -343,6 +372,8 @@ def render_layer(cam: Camera, mesh: HeadMesh, x_cam: np.ndarray, colours: np.nda
     attr[:, :3] = colours
     attr[:, 3] = 1.0
     img = interpolate(attr, rast, mesh.tris)
+    if scale < 1.0 and keep_small:
+        return ScaledLayer(box[0], box[1], full[0], full[1], img)
     if scale < 1.0:
         # (no depth is kept: nothing composites layers by depth, and resizing it cost 0.12 ms
         # a frame at 720p)
