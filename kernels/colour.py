@@ -115,8 +115,8 @@ def blend_layer_i420(rgba: np.ndarray, x0: int, y0: int, opacity: float, coeffs:
     no coverage keep their value bit for bit (``s · 1 + 0``, rounded).
 
     ``rgba`` C-contiguous; the planes C-contiguous for speed (strided rows work, about half as
-    fast: each row's runs are then not known to be unit-stride). The chroma blocks whose four pixels all lie in the layer (all but
-    its rim) go through branch-free row kernels that LLVM vectorizes (:func:`_blend_y_run`,
+    fast: each row's runs are then not known to be unit-stride). The chroma blocks whose four
+    pixels all lie in the layer (all but its rim) go through branch-free row kernels that LLVM vectorizes (:func:`_blend_y_run`,
     :func:`_blend_uv_run`); the rim block by block (:func:`_blend_block`). A d13 face layer
     (541x390, 720x1280 frame): 0.34 ms, against 0.79 ms block by block throughout."""
     o = np.float32(opacity)
@@ -234,7 +234,8 @@ def _blend_block(rgba: np.ndarray, x0: int, y0: int, o: float, s255: float, coef
 def linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     """Bilinear taps of ``n_in`` samples resized to ``n_out``, as OpenCV's ``INTER_LINEAR``
     places them (pixel centres at half-integers, the edge sample repeated): output ``i`` is
-    ``(1 − w[i]) · src[j[i]] + w[i] · src[min(j[i] + 1, n_in − 1)]``. ``(j int64, w float32)``."""
+    ``(1 − w[i]) · src[j[i]] + w[i] · src[min(j[i] + 1, n_in − 1)]``.
+    Returns ``(j int64, w float32)``."""
     j = np.empty(n_out, np.int64)
     w = np.empty(n_out, np.float32)
     scale = n_in / n_out

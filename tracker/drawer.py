@@ -250,8 +250,8 @@ class FaceDrawer:
         ``(H/2, W/2)`` uint8 views of an even-sized 4:2:0 frame, modified in place, in the
         colour matrix ``coeffs`` (:func:`kernels.colour.yuv_coefficients`). No RGB is made or
         converted (:func:`kernels.colour.blend_layer_i420`, or
-        :func:`~kernels.colour.blend_scaled_layer_i420` for a face rendered small, which is resized as
-        it is blended; :func:`~kernels.colour.blend_mask_i420`).
+        :func:`~kernels.colour.blend_scaled_layer_i420` for a face rendered small, which is
+        resized as it is blended; :func:`~kernels.colour.blend_mask_i420`).
         The planes may be wider than the camera's frame (a decoder's rows padded to its line
         size, :meth:`tracker.videoout.DecodedI420.padded_planes`): nothing right of the frame's
         width is written."""

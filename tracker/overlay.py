@@ -64,7 +64,10 @@ DEFAULT_PRESET = "ultrafast"
 """libx264 preset. Measured re-encoding d10 (512x512, CRF 20, 2 loaded cores): ultrafast 6.7 KB
 per frame, superfast 3.8, veryfast 2.4, for 3.5 / 4.6 / 6.2 ms of CPU per frame (RGB→YUV and
 muxing included). The overlay must keep up with tracking (≥ 0.5x the decode+MediaPipe floor for
-the whole ``track --overlay`` run), so the fastest preset wins; pass ``preset`` for smaller files."""
+the whole ``track --overlay`` run), so the fastest preset wins; pass ``preset`` for smaller files.
+Options on top of ``ultrafast`` gained nothing: ``chroma-me=0``, ``psy=0``, wider dead zones,
+``merange=4``, ``tune=zerolatency`` and ``tune=fastdecode`` took 2.36–2.45 ms of CPU a frame
+against 2.35 (x264 alone, QP 23, one thread, 300 d13 frames, 2026-12-07)."""
 
 @dataclass(frozen=True)
 class OverlaySummary:
@@ -145,9 +148,9 @@ class OverlayStream:
     """The overlay drawn *during* tracking (one decode for both), for ``face3d track --overlay``.
 
     ``add(frame, result)`` draws ``result``'s faces into ``frame`` in the calling thread and
-    queues the picture for the encoder thread. The faces are the tracker's per-frame answers passed
-    through a causal One Euro filter per face id (``smooth=True``, the live smoother): the CSV's zero-phase smoothing and identity
-    refits need the whole clip, which a second decode pass (:func:`write_overlay`) would wait for
+    queues the picture for the encoder thread. The faces are the tracker's per-frame answers
+    passed through a causal One Euro filter per face id (``smooth=True``, the live smoother): the
+    CSV's zero-phase smoothing and identity refits need the whole clip, which a second decode pass (:func:`write_overlay`) would wait for
     — measured at 0.29–0.38x the decode+MediaPipe floor for track + overlay, against 0.5x
     required. The live filter lags by under a frame, so the drawn face still sits on the face.
     ``finish()`` closes a valid video with the frames added so far (also after Ctrl-C);
@@ -232,8 +235,9 @@ class _DrawStage:
 
     With the decoder's frame (``yuv``: a :class:`~tracker.videoout.DecodedI420`, or an
     :class:`~tracker.videoout.I420` array) and a 4:2:0 limited-range output, the picture goes out
-    as that frame: the input's own samples with the faces blended straight into them (:meth:`FaceDrawer.draw_i420`, every mode), in the output's matrix. That skips a
-    full-frame RGB → YUV conversion per frame and keeps the background bit-exact. Otherwise RGB,
+    as that frame: the input's own samples with the faces blended straight into them
+    (:meth:`FaceDrawer.draw_i420`, every mode), in the output's matrix. That skips a full-frame
+    RGB → YUV conversion per frame and keeps the background bit-exact. Otherwise RGB,
     converted by the encoder. Measured in the tracking run (d3, CPU per frame of the drawing
     thread / the encoder thread): RGB window converted to YUV 3.3 / 1.7 ms, blended into the
     planes 2.5 / 1.6 ms (CRF 23); before this stage existed (full-frame RGB drawing, the encoder
@@ -276,9 +280,6 @@ class _ThreadedSink:
       MediaPipe's threads preempt at once, and the run then spent 1 ms more CPU a frame.
     - waking the encoder once per 4 or 8 queued frames: 0.430 / 0.453, against 0.481.
     - the GIL switch interval at 0.2 or 0.5 ms instead of 5: 0.463 / 0.463, against 0.471.
-    - x264 options on top of ``ultrafast``: ``chroma-me=0``, ``psy=0``, wider dead zones,
-      ``merange=4``, ``tune=zerolatency``, ``tune=fastdecode``. Alone on 300 d13 frames they took
-      2.36–2.45 ms of CPU a frame, against 2.35.
     """
 
     def __init__(self, writer, depth: int = 4, name: str = "encode") -> None:
