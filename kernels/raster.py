@@ -54,6 +54,9 @@ CULL_MODES = {"none": 0, "ccw": 1, "cw": 2}
 
 _SUB = float(1 << SUBPIXEL_BITS)
 _HALF = 1 << (SUBPIXEL_BITS - 1)
+_PAD = 4
+"""Spare z-buffer columns; the coverage loop's trip count is rounded up to a multiple of this
+(a power of two: the width LLVM vectorizes that loop at here, 4 x int64)."""
 
 
 def check_mesh(pos: np.ndarray, tris: np.ndarray) -> None:
@@ -212,8 +215,9 @@ def _raster(ix, iy, zn, bias, inv_area, box, planes, counts, items,
         b = 2 * kk if kk < neven else 2 * (kk - neven) + 1  # even bands, then odd: balances threads
         y0 = b * band_rows
         y1 = min(y0 + band_rows, height)
-        zbuf = np.full((y1 - y0, width), np.inf)
-        ibuf = np.full((y1 - y0, width), -1, np.int32)
+        # _PAD spare columns: each row's loop runs over a multiple of _PAD pixels (below)
+        zbuf = np.full((y1 - y0, width + _PAD), np.inf)
+        ibuf = np.full((y1 - y0, width + _PAD), -1, np.int32)
         for n in range(counts[b], counts[b + 1]):
             t = items[n]
             r0 = max(np.int64(box[t, 2]), y0)
@@ -239,14 +243,25 @@ def _raster(ix, iy, zn, bias, inv_area, box, planes, counts, items,
                 e0 = b0 * (py - yy1) + a0 * (px0 - x1) + q0
                 e1 = b1 * (py - yy2) + a1 * (px0 - x2) + q1
                 e2 = b2 * (py - yy0) + a2 * (px0 - x0) + q2
-                for c in range(c0, c1 + 1):
+                # One row's views, indexed unsigned: with no negative-index wrap-around to
+                # handle, LLVM vectorizes this loop (masked stores) instead of branching per
+                # pixel. The loop runs over the box's width rounded up to a multiple of _PAD,
+                # so the vector loop does it all and no scalar remainder runs: pixels past the
+                # box are outside the triangle, and those past the image land in the spare
+                # columns, which nothing reads. Measured on d13's overlay layer (200x141, ~2,500
+                # triangles of ~9 px drawn, one thread): 0.51 -> 0.29 ms; bench-render's face
+                # at 512x512: 1.67 -> 1.25 ms. Ids and depth unchanged bit for bit.
+                zrow = zbuf[r - y0]
+                irow = ibuf[r - y0]
+                for c in range(c0, c0 + ((c1 - c0) | (_PAD - 1)) + 1):
                     if e0 >= 0 and e1 >= 0 and e2 >= 0:
                         l0 = np.float64(e0 - q0) * inv
                         l1 = np.float64(e1 - q1) * inv
                         z = z2 + l0 * dz0 + l1 * dz1
-                        if -1.0 <= z <= 1.0 and z < zbuf[r - y0, c]:
-                            zbuf[r - y0, c] = z
-                            ibuf[r - y0, c] = t
+                        cu = np.uint64(c)
+                        if -1.0 <= z <= 1.0 and z < zrow[cu]:
+                            zrow[cu] = z
+                            irow[cu] = t
                     e0 += st0
                     e1 += st1
                     e2 += st2
