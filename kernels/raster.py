@@ -73,8 +73,10 @@ def check_mesh(pos: np.ndarray, tris: np.ndarray) -> None:
         raise ValueError(f"tris index outside [0, {pos.shape[0]})")
 
 
-def check_rast(rast: np.ndarray, tris: np.ndarray, n_vertices: int) -> None:
-    """Shapes, and every index the kernels will follow (they do no bounds checks)."""
+def check_rast(rast: np.ndarray, tris: np.ndarray, n_vertices: int, ids: bool = True) -> None:
+    """Shapes, and every index the kernels will follow (they do no bounds checks). ``ids=False``
+    skips the pass over ``rast``'s triangle ids, for a kernel that checks each id as it reads it
+    (:func:`interpolate`)."""
     if (not isinstance(rast, np.ndarray) or rast.ndim != 3 or rast.shape[2] != 4
             or rast.dtype not in (np.float32, np.float64)):
         raise ValueError("rast must be an (H, W, 4) float32 (or float64) array like rasterize()'s")
@@ -82,9 +84,16 @@ def check_rast(rast: np.ndarray, tris: np.ndarray, n_vertices: int) -> None:
         raise ValueError("tris must be the (F, 3) int32 array given to rasterize()")
     if tris.size and (tris.min() < 0 or tris.max() >= n_vertices):
         raise ValueError(f"tris index outside [0, {n_vertices})")
-    ids = rast[..., 3]
-    if ids.size and (ids.min() < 0 or ids.max() > tris.shape[0]):
-        raise ValueError("rast holds triangle ids that are not in tris")
+    if ids and rast.size and not _ids_valid(rast[..., 3], tris.shape[0]):
+        raise ValueError(BAD_IDS)
+
+
+BAD_IDS = "rast holds triangle ids that are not in tris"
+
+
+def _ids_valid(ids: np.ndarray, n_tris: int) -> bool:
+    """Every ``ids`` value within ``[0, n_tris]`` (NaN is not)."""
+    return bool(((ids >= 0) & (ids <= n_tris)).all())
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,11 +339,19 @@ def rasterize(pos: np.ndarray, tris: np.ndarray, resolution: tuple[int, int], cu
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _interpolate(attr, rast, tris, out):  # pragma: no cover - compiled
+def _interpolate(attr, rast, tris, out, bad):  # pragma: no cover - compiled
+    # Each id is checked as it is read (bad[0] = 1 for one outside [0, F], NaN included; the
+    # caller raises): a separate pass over rast's ids took 0.41 of interpolate's 1.0 ms at
+    # 512x512 (bench-render).
     h, w, nc = out.shape
+    top = np.float64(tris.shape[0])
     for r in nb.prange(h):
         for c in range(w):
-            t = np.int64(rast[r, c, 3]) - 1
+            v = np.float64(rast[r, c, 3])
+            if not (v >= 0.0 and v <= top):
+                bad[0] = 1
+                v = 0.0
+            t = np.int64(v) - 1
             if t < 0:
                 for q in range(nc):
                     out[r, c, q] = 0.0
@@ -356,9 +373,13 @@ def interpolate(attr: np.ndarray, rast: np.ndarray, tris: np.ndarray) -> np.ndar
     """
     if not isinstance(attr, np.ndarray) or attr.ndim != 2 or attr.dtype not in (np.float32, np.float64):
         raise ValueError("attr must be a (V, C) float32/float64 array")
-    check_rast(rast, tris, attr.shape[0])
+    check_rast(rast, tris, attr.shape[0], ids=False)
     out = np.empty(rast.shape[:2] + (attr.shape[1],), attr.dtype)
-    _interpolate(np.ascontiguousarray(attr), np.ascontiguousarray(rast), np.ascontiguousarray(tris), out)
+    bad = np.zeros(1, np.int8)
+    _interpolate(np.ascontiguousarray(attr), np.ascontiguousarray(rast), np.ascontiguousarray(tris),
+                 out, bad)
+    if bad[0]:
+        raise ValueError(BAD_IDS)
     return out
 
 

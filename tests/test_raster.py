@@ -232,6 +232,14 @@ def test_input_validation():
         interpolate(np.ones((5, 3), np.float32), rast, tris)  # tris index beyond attr
     with pytest.raises(ValueError):
         interpolate(np.ones((len(pos), 3), np.float32), rast, tris[:3])  # ids beyond tris
+    for bad_id in (-1.0, np.nan):  # interpolate checks ids inside its kernel
+        r = rast.copy()
+        r[3, 5, 3] = bad_id
+        with pytest.raises(ValueError, match="triangle ids"):
+            interpolate(np.ones((len(pos), 3), np.float32), r, tris)
+        with pytest.raises(ValueError, match="triangle ids"):
+            interpolate_backward(np.ones(r.shape[:2] + (3,), np.float32), r, tris,
+                                 np.ones((len(pos), 3), np.float32))
 
 
 # -------------------------------------------------------------------------------------------
