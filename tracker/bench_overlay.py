@@ -9,10 +9,16 @@ one-time costs of a process, not of a frame), then ``rounds`` rounds run floor, 
 floor back to back; the floor is the mean of the two around them, so drifting load affects both
 sides. Each round ends with the *sequential floor* — decode and MediaPipe in turn on one thread,
 DESIGN.md's "decode + FaceMesh end to end" — the second reference ``face3d bench`` gives too
-(``whole_vs_sequential``). Reported per clip, medians over the rounds: wall and process-CPU milliseconds per frame,
-frame rates, ``whole_vs_floor`` = (frames / wall time of ``track --overlay``) / floor frame rate
-— the issue's "≥ 0.5 × the floor, encoding included" — with each round's value, and the
+(``whole_vs_sequential``). Reported per clip, medians over the rounds: wall and process-CPU
+milliseconds per frame, frame rates, ``whole_vs_floor`` = (frames / wall time of ``track
+--overlay``) / floor frame rate, with each round's value, ``whole_vs_sequential`` likewise, and the
 overlay's added cost (``overlay_ms`` = ``track --overlay`` − ``track``).
+
+The goal of issue 3 — the whole run "≥ 0.5 × the decode+MediaPipe floor's frame rate, encoding
+included" — is checked against DESIGN.md's floor, decode + FaceMesh end to end (there 0.7 ms +
+2.5 ms, one after the other: ``whole_vs_sequential``). The floor with decoding in a thread of
+its own is the stricter reference the project also holds itself to, since ``face3d track``
+reaches it; both verdicts are printed (:data:`GOAL`).
 """
 
 from __future__ import annotations
@@ -176,6 +182,12 @@ def bench_overlay(input_spec: str, model: FaceModel, cfg: TrackConfig, mode: str
 
 
 _THREAD_ORDER = ["decode", "mediapipe", "tracking", "draw", "encode", "other"]
+GOAL = 0.5
+"""``track --overlay`` at least this fraction of the floor's frame rate (issue 3)."""
+
+
+def verdict(ratio: float) -> str:
+    return "met" if ratio >= GOAL else "missed"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -223,6 +235,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  sequential floor (decode, then MediaPipe, one thread) {1e3 / r.floor_seq_ms:.0f} "
               f"fps; track --overlay {r.whole_vs_sequential:.2f} x it (rounds: "
               + " ".join(f"{x:.2f}" for x in r.rounds_seq) + ")")
+        print(f"  goal >= {GOAL}x: against the sequential floor (DESIGN.md's) "
+              f"{r.whole_vs_sequential:.2f} {verdict(r.whole_vs_sequential)}; against the "
+              f"two-thread floor (stricter) {r.whole_vs_floor:.2f} {verdict(r.whole_vs_floor)}")
         print("  track --overlay CPU ms/frame by thread: "
               + ", ".join(f"{k} {v:.2f}" for k, v in r.thread_cpu_ms.items())
               + " (other: MediaPipe's graph threads and the libraries' own)")
