@@ -57,6 +57,8 @@ _HALF = 1 << (SUBPIXEL_BITS - 1)
 _PAD = 4
 """Spare z-buffer columns; the coverage loop's trip count is rounded up to a multiple of this
 (a power of two: the width LLVM vectorizes that loop at here, 4 x int64)."""
+BAD_IDS = "rast holds triangle ids that are not in tris"
+"""The error of a ``rast`` whose ids are not ``0`` or ``1..F`` (NaN included)."""
 
 
 def check_mesh(pos: np.ndarray, tris: np.ndarray) -> None:
@@ -86,9 +88,6 @@ def check_rast(rast: np.ndarray, tris: np.ndarray, n_vertices: int, ids: bool = 
         raise ValueError(f"tris index outside [0, {n_vertices})")
     if ids and rast.size and not _ids_valid(rast[..., 3], tris.shape[0]):
         raise ValueError(BAD_IDS)
-
-
-BAD_IDS = "rast holds triangle ids that are not in tris"
 
 
 def _ids_valid(ids: np.ndarray, n_tris: int) -> bool:
