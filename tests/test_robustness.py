@@ -405,6 +405,34 @@ def test_ctrl_c_writes_the_rows_done(tmp_path, videos, model_path, overlay):
         assert len(times) == n and np.allclose(times, t.col("time_s"), atol=2e-3)
 
 
+def test_ctrl_c_while_a_frame_goes_to_the_overlay_keeps_video_and_csv_equal(videos, model,
+                                                                            tmp_path, monkeypatch):
+    """A Ctrl-C that lands just after a frame was queued for the encoder, before the tracker
+    recorded it (a fresh clone's CI run once got a video one frame longer than its CSV), still
+    leaves the video and the CSV with the same frames."""
+    import av
+
+    from tracker.overlay import OverlayStream
+    from tracker.track import TrackOutputs, track_video
+
+    real_add = OverlayStream.add
+
+    def add(self, *a, **k):
+        real_add(self, *a, **k)
+        if self.frames == 12:
+            signal.raise_signal(signal.SIGINT)  # Python runs the handler right here
+
+    monkeypatch.setattr(OverlayStream, "add", add)
+    outs = TrackOutputs(tmp_path / "x.csv", overlay=tmp_path / "x.mp4")
+    summary, results = track_video(str(videos["d10"]), model, load_track_config(), outs,
+                                   progress=False)
+    assert summary.interrupted and summary.frames == len(results) == 12
+    assert list(read_track_csv(tmp_path / "x.csv").col("frame").astype(int)) == list(range(12))
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 12
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 # ------------------------------------------------------------------------------------ memory
 
 def _rss_mb() -> float:

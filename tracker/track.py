@@ -329,17 +329,21 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
     try:
         for frame, faces in stream:
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
-            if overlay is not None:
-                try:
-                    overlay.add(frame.image, frame.time_s, fr, frame.yuv)
-                except Exception as e:  # noqa: BLE001 - the overlay fails alone (OverlayError)
-                    overlay_error = _overlay_failed(overlay, out, e, f"by frame {frame.index}")
-                    overlay = None
-                    src.keep_yuv = False  # the planes were for the overlay
             # keep memory flat: landmarks are not needed after fitting
-            fr = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
-            pos[fr.index] = len(results)
-            results.append(fr)
+            kept = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
+            # a frame goes into the overlay and the results together: a Ctrl-C in between (it
+            # once left a video one frame longer than its CSV) waits for both
+            with _sigint_deferred():
+                if overlay is not None:
+                    try:
+                        overlay.add(frame.image, frame.time_s, fr, frame.yuv)
+                    except Exception as e:  # noqa: BLE001 - the overlay fails alone (OverlayError)
+                        overlay_error = _overlay_failed(overlay, out, e, f"by frame {frame.index}")
+                        overlay = None
+                        src.keep_yuv = False  # the planes were for the overlay
+                fr = kept
+                pos[fr.index] = len(results)
+                results.append(fr)
             for idx, rev in tracker.pop_revisions():
                 _apply_revision(results, pos, idx, rev)
             if on_frame:
@@ -398,6 +402,30 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
     if overlay_error is not None:
         raise overlay_error
     return summary, results
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Run the block whole: a SIGINT that arrives inside it is handed to the handler that was in
+    place (``KeyboardInterrupt``, or the CLI's :func:`tracker.cli._on_sigint`) when it ends.
+    Only the main thread receives Python's signals; elsewhere the block just runs."""
+    import signal
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):  # None: a handler set outside Python
+        yield
+        return
+    pending: list[tuple[int, object]] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            if callable(previous):
+                previous(*pending[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 class _FinishInBackground:
