@@ -331,8 +331,9 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
             fr = tracker.step_landmarks(frame.index, frame.time_s, faces, frame.image)
             # keep memory flat: landmarks are not needed after fitting
             kept = replace(fr, faces=tuple(replace(f, landmarks=None) for f in fr.faces))
-            # a frame goes into the overlay and the results together: a Ctrl-C in between (it
-            # once left a video one frame longer than its CSV) waits for both
+            # a frame goes into the overlay and the results together, and the refits it brought
+            # are applied whole: a Ctrl-C in between (it once left a video one frame longer than
+            # its CSV) waits for the end of the block
             with _sigint_deferred():
                 if overlay is not None:
                     try:
@@ -344,8 +345,8 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
                 fr = kept
                 pos[fr.index] = len(results)
                 results.append(fr)
-            for idx, rev in tracker.pop_revisions():
-                _apply_revision(results, pos, idx, rev)
+                for idx, rev in tracker.pop_revisions():
+                    _apply_revision(results, pos, idx, rev)
             if on_frame:
                 on_frame(fr)
             if bar is not None:
