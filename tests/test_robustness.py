@@ -405,6 +405,20 @@ def test_ctrl_c_writes_the_rows_done(tmp_path, videos, model_path, overlay):
         assert len(times) == n and np.allclose(times, t.col("time_s"), atol=2e-3)
 
 
+def test_main_puts_the_callers_sigint_handler_back(tmp_path):
+    """``tracker.cli.main`` installs its Ctrl-C handler for the command only: a program (or
+    test) that calls it keeps its own handler afterwards."""
+    from tracker.cli import main
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(["track", str(tmp_path / "missing.mp4"), "--csv", str(tmp_path / "x.csv")]) == 1
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_ctrl_c_while_a_frame_goes_to_the_overlay_keeps_video_and_csv_equal(videos, model,
                                                                             tmp_path, monkeypatch):
     """A Ctrl-C that lands just after a frame was queued for the encoder, before the tracker
@@ -424,13 +438,18 @@ def test_ctrl_c_while_a_frame_goes_to_the_overlay_keeps_video_and_csv_equal(vide
 
     monkeypatch.setattr(OverlayStream, "add", add)
     outs = TrackOutputs(tmp_path / "x.csv", overlay=tmp_path / "x.mp4")
-    summary, results = track_video(str(videos["d10"]), model, load_track_config(), outs,
-                                   progress=False)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own
+    try:
+        summary, results = track_video(str(videos["d10"]), model, load_track_config(), outs,
+                                       progress=False)
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert summary.interrupted and summary.frames == len(results) == 12
     assert list(read_track_csv(tmp_path / "x.csv").col("frame").astype(int)) == list(range(12))
     with av.open(str(tmp_path / "x.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 12
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert handler_after is signal.default_int_handler  # put back
 
 
 # ------------------------------------------------------------------------------------ memory

@@ -333,10 +333,10 @@ def main(argv: list[str] | None = None) -> int:
 
     global _interrupted
     _interrupted = False
-    try:
-        signal.signal(signal.SIGINT, _on_sigint)
+    try:  # put back on return: a program (or a test) calling main() keeps its own Ctrl-C
+        previous = signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread (embedded use)
-        pass
+        previous = None
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         runtime_setup()
@@ -365,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         from . import stderrfilter
         stderrfilter.uninstall()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     if _interrupted and code == 0:
         code = EXIT_INTERRUPTED
     return code
