@@ -116,8 +116,8 @@ def blend_layer_i420(rgba: np.ndarray, x0: int, y0: int, opacity: float, coeffs:
 
     ``rgba`` C-contiguous; the planes C-contiguous for speed (strided rows work, about half as
     fast: each row's runs are then not known to be unit-stride). The chroma blocks whose four
-    pixels all lie in the layer (all but its rim) go through branch-free row kernels that LLVM vectorizes (:func:`_blend_y_run`,
-    :func:`_blend_uv_run`); the rim block by block (:func:`_blend_block`). A d13 face layer
+    pixels all lie in the layer (all but its rim) go through branch-free row kernels that LLVM
+    vectorizes (:func:`_blend_y_run`, :func:`_blend_uv_run`); the rim block by block (:func:`_blend_block`). A d13 face layer
     (541x390, 720x1280 frame): 0.34 ms, against 0.79 ms block by block throughout."""
     o = np.float32(opacity)
     s255 = o * np.float32(255.0)

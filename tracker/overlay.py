@@ -150,8 +150,8 @@ class OverlayStream:
     ``add(frame, result)`` draws ``result``'s faces into ``frame`` in the calling thread and
     queues the picture for the encoder thread. The faces are the tracker's per-frame answers
     passed through a causal One Euro filter per face id (``smooth=True``, the live smoother): the
-    CSV's zero-phase smoothing and identity refits need the whole clip, which a second decode pass (:func:`write_overlay`) would wait for
-    — measured at 0.29–0.38x the decode+MediaPipe floor for track + overlay, against 0.5x
+    CSV's zero-phase smoothing and identity refits need the whole clip, which a second decode
+    pass (:func:`write_overlay`) would wait for — measured at 0.29–0.38x the decode+MediaPipe floor for track + overlay, against 0.5x
     required. The live filter lags by under a frame, so the drawn face still sits on the face.
     ``finish()`` closes a valid video with the frames added so far (also after Ctrl-C);
     ``abort()`` leaves nothing behind.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import sys
 import threading
 import time
@@ -202,9 +203,9 @@ def decode_while_detecting(frames: Iterable[Frame], detector: LandmarkDetector,
     thread: with drawing and x264 on top, both cores are busy and one thread and queue fewer
     pays. A/B in one process, medians of 4–5 rounds, ``track --overlay`` over the floor: d13
     (720x1280) 0.428 → 0.465, s18 (1280x720) 0.514 → 0.535, d10 (512) 0.590 → 0.625; CPU a
-    frame 13.0 → 12.6 ms on d13. Without the overlay the separate decoding thread, running up to
-    8 frames ahead, is better: ``face3d track`` on d13 0.795 → 0.719 this way (d3 0.930 → 0.926).
-    Closes ``frames`` when done, like :class:`prefetch`. When decoding fails (a truncated or
+    frame 13.0 → 12.6 ms on d13. Without the overlay the separate decoding thread, running up
+    to 8 frames ahead, is better: ``face3d track`` on d13 0.795 → 0.719 this way (d3 0.930 →
+    0.926). Closes ``frames`` when done, like :class:`prefetch`. When decoding fails (a truncated or
     corrupt file), the frame MediaPipe was working on is still yielded before the error."""
     it = iter(frames)
     try:
@@ -342,13 +343,12 @@ def _track_video(input_spec: str, model: FaceModel, cfg: TrackConfig, out: Track
                         overlay_error = _overlay_failed(overlay, out, e, f"by frame {frame.index}")
                         overlay = None
                         src.keep_yuv = False  # the planes were for the overlay
-                fr = kept
-                pos[fr.index] = len(results)
-                results.append(fr)
+                pos[kept.index] = len(results)
+                results.append(kept)
                 for idx, rev in tracker.pop_revisions():
                     _apply_revision(results, pos, idx, rev)
             if on_frame:
-                on_frame(fr)
+                on_frame(kept)
             if bar is not None:
                 bar.update(1)
             if max_frames is not None and len(results) >= max_frames:
@@ -410,8 +410,6 @@ def _sigint_deferred() -> Iterator[None]:
     """Run the block whole: a SIGINT that arrives inside it is handed to the handler that was in
     place (``KeyboardInterrupt``, or the CLI's :func:`tracker.cli._on_sigint`) when it ends.
     Only the main thread receives Python's signals; elsewhere the block just runs."""
-    import signal
-
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is None):  # None: a handler set outside Python
         yield
